@@ -1,0 +1,1 @@
+//! utp-examples: the `utpcat` command and runnable examples of this project.
