@@ -108,7 +108,8 @@ impl<'a> Repr<'a> {
     /// ignoring `self.payload`.
     pub fn emit_header(&self, buf: &mut [u8], payload_len: usize) -> Result<usize, Error> {
         let header_len = self.header_len();
-        let need = header_len + payload_len;
+        // Saturating: an absurd `payload_len` must fail, not overflow.
+        let need = header_len.saturating_add(payload_len);
         if buf.len() < need {
             return Err(Error::BufferTooSmall { need, have: buf.len() });
         }

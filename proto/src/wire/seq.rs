@@ -38,7 +38,9 @@ impl SeqNr {
     #[inline]
     #[must_use]
     pub fn is_before(self, other: SeqNr) -> bool {
-        self.diff(other) < 0
+        // Not `self.diff(other) < 0`: that also holds for numbers exactly
+        // 0x8000 apart, in both directions, and disagrees with `is_after`.
+        other.is_after(self)
     }
 
     /// `true` when `self` comes strictly after `other`.

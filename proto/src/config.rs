@@ -1,0 +1,111 @@
+//! Configuration of the engine. Every setting has a default that works for
+//! bulk transfers with real peers; the runtime exposes all of them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::congestion::{ControllerFactory, FixedWindowConfig};
+
+/// Settings of one connection. Shared by all connections of an endpoint
+/// unless a dial overrides them.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    /// Largest UDP payload to send to IPv4 peers (libutp's safe default).
+    pub max_packet_size_v4: usize,
+    /// Largest UDP payload to send to IPv6 peers.
+    pub max_packet_size_v6: usize,
+    /// Bytes the application may have written but not yet had acknowledged.
+    pub send_buffer_size: usize,
+    /// Bytes of received data buffered for the application (in order and out
+    /// of order together); the advertised window is what is left of it.
+    pub receive_buffer_size: usize,
+    /// Lower bound of the retransmission timeout.
+    pub min_rto: Duration,
+    /// Upper bound of the retransmission timeout (after backoff).
+    pub max_rto: Duration,
+    /// Retransmission timeout before the first RTT sample.
+    pub initial_rto: Duration,
+    /// Consecutive retransmission timeouts after which the connection is
+    /// declared dead.
+    pub max_retransmissions: u32,
+    /// First SYN retransmission interval; doubles on each retry.
+    pub syn_rto: Duration,
+    /// How long a dial (or an accepted connection waiting for the
+    /// initiator's first packet) may take before failing.
+    pub connect_timeout: Duration,
+    /// A connection that receives nothing for this long is closed with
+    /// `TimedOut`.
+    pub idle_timeout: Duration,
+    /// After this long without sending anything, send a keepalive (a
+    /// duplicate ACK, as libutp does). `None` disables keepalives.
+    pub keepalive_interval: Option<Duration>,
+    /// Coalesce small writes while data is in flight (like TCP's Nagle).
+    /// Turn off for latency-sensitive request/response traffic.
+    pub nagle: bool,
+    /// How long the connection lingers after a graceful close to answer a
+    /// retransmitted FIN, and how long a close waits for the peer's ack of
+    /// our FIN before giving up.
+    pub close_timeout: Duration,
+    /// Bytes an accepting connection may have in flight before the
+    /// initiator has confirmed the handshake.
+    pub pre_confirm_limit: usize,
+    /// Offer and accept this project's extensions (see `wire::ExtFlags`).
+    pub extensions: crate::wire::ExtFlags,
+    /// Largest payload carried on a SYN (when SYN data is negotiated).
+    pub max_syn_data: usize,
+    /// The congestion controller.
+    pub congestion: Arc<dyn ControllerFactory>,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            max_packet_size_v4: 1402,
+            max_packet_size_v6: 1232,
+            send_buffer_size: 4 << 20,
+            receive_buffer_size: 4 << 20,
+            min_rto: Duration::from_millis(250),
+            max_rto: Duration::from_secs(30),
+            initial_rto: Duration::from_secs(1),
+            max_retransmissions: 8,
+            syn_rto: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Some(Duration::from_secs(29)),
+            nagle: true,
+            close_timeout: Duration::from_secs(10),
+            pre_confirm_limit: 64 * 1024,
+            extensions: crate::wire::ExtFlags::NONE,
+            max_syn_data: 1024,
+            congestion: Arc::new(FixedWindowConfig::default()),
+        }
+    }
+}
+
+/// Settings of an endpoint (all connections over one socket).
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Settings used for every connection.
+    pub transport: Arc<TransportConfig>,
+    /// Most connections (of all states) at once; a SYN past it is refused.
+    pub max_connections: usize,
+    /// Most connections waiting to be accepted or still in the handshake.
+    pub max_half_open: usize,
+    /// RESETs sent for unknown connections per second, at most.
+    pub reset_rate: u32,
+    /// Seed of the endpoint's random numbers (connection ids, initial
+    /// sequence numbers). `None` draws one from the operating system.
+    pub rng_seed: Option<u64>,
+}
+
+impl Default for EndpointConfig {
+    fn default() -> Self {
+        EndpointConfig {
+            transport: Arc::new(TransportConfig::default()),
+            max_connections: 16 * 1024,
+            max_half_open: 1024,
+            reset_rate: 100,
+            rng_seed: None,
+        }
+    }
+}

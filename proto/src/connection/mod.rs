@@ -1,0 +1,1229 @@
+//! One uTP connection as a pure state machine.
+
+mod recv_buffer;
+mod rtt;
+mod send_buffer;
+mod sent_packets;
+mod stats;
+mod timer;
+
+pub use stats::Stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, trace};
+
+use crate::config::TransportConfig;
+use crate::congestion::{AckInfo, Controller};
+use crate::wire::{
+    ExtFlags, Extension, Extensions, Negotiation, PacketType, Repr, SackIter, SeqNr, Timestamp,
+    HEADER_LEN,
+};
+use recv_buffer::{Arrival, RecvBuffer, MAX_SACK_BYTES};
+use rtt::RttEstimator;
+use send_buffer::SendBuffer;
+use sent_packets::{SentPacket, SentPackets};
+use timer::{Timer, TimerTable};
+
+/// How far behind the oldest unacknowledged packet an acknowledgement may
+/// be and still be taken as genuine (reordered ACKs, keepalives).
+const ACK_BACKLOG: u16 = 1024;
+
+/// Packets selectively acknowledged after an unacknowledged one before it is
+/// declared lost (as libutp and TCP do with three duplicate ACKs).
+const REORDER_THRESHOLD: usize = 3;
+
+/// Which side opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// We sent the SYN.
+    Initiator,
+    /// We answered a SYN.
+    Acceptor,
+}
+
+/// Why a connection ended other than by a graceful close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    /// The peer answered our SYN with a RESET (or the endpoint refused it).
+    #[error("connection refused by the peer")]
+    Refused,
+    /// The peer sent a RESET.
+    #[error("connection reset by the peer")]
+    Reset,
+    /// The peer stopped answering: handshake, retransmission, idle or close
+    /// timeout.
+    #[error("connection timed out")]
+    TimedOut,
+    /// This side reset the connection.
+    #[error("connection reset locally")]
+    LocallyReset,
+}
+
+impl From<ConnectionError> for std::io::Error {
+    fn from(e: ConnectionError) -> Self {
+        use std::io::ErrorKind;
+        let kind = match e {
+            ConnectionError::Refused => ErrorKind::ConnectionRefused,
+            ConnectionError::Reset => ErrorKind::ConnectionReset,
+            ConnectionError::TimedOut => ErrorKind::TimedOut,
+            ConnectionError::LocallyReset => ErrorKind::ConnectionAborted,
+        };
+        std::io::Error::new(kind, e)
+    }
+}
+
+/// Why a write did not take bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The send buffer is full; wait for [`Event::Writable`].
+    #[error("send buffer full")]
+    Blocked,
+    /// The write side was shut down.
+    #[error("the write side of the connection is shut down")]
+    Finished,
+    /// The connection is gone.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The peer did not negotiate metadata records.
+    #[error("the peer did not negotiate metadata-framed messages")]
+    MessagesNotNegotiated,
+    /// Metadata longer than 253 bytes cannot be carried.
+    #[error("message metadata of {0} bytes is longer than the 253 that fit in a record")]
+    MetadataTooLong(usize),
+}
+
+/// Why a read returned no bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// No data yet; wait for [`Event::Readable`].
+    #[error("no data available yet")]
+    Blocked,
+    /// The connection is gone (data that arrived before remains readable
+    /// until this is returned).
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+}
+
+/// Something the application may want to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Event {
+    /// The handshake completed (initiator: SYN-ACK received).
+    Connected,
+    /// Data (or the end of the stream) can be read.
+    Readable,
+    /// Space freed in the send buffer.
+    Writable,
+    /// Our FIN was acknowledged: everything we wrote was received.
+    Finished,
+    /// The connection ended; see [`Connection::error`].
+    Closed,
+}
+
+const EVENTS: [Event; 5] =
+    [Event::Connected, Event::Readable, Event::Writable, Event::Finished, Event::Closed];
+
+/// The connection's lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// SYN sent, waiting for the SYN-ACK.
+    SynSent,
+    /// SYN answered, waiting for the initiator's first packet.
+    SynRecv,
+    /// Handshake done; FINs may be under way in either direction.
+    Established,
+    /// Both FINs exchanged and acknowledged: lingering to answer a
+    /// retransmitted FIN.
+    TimeWait,
+    /// Nothing more will be sent (but buffered data stays readable).
+    Closed,
+}
+
+/// Our side's FIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LocalFin {
+    None,
+    /// The application shut down writing; the FIN follows the data.
+    Requested,
+    Sent(SeqNr),
+    Acked,
+}
+
+/// A uTP connection: a sans-IO state machine.
+///
+/// # Contract
+/// Inputs (all take `now`, which must never go backwards):
+/// - datagrams for this connection (through the [`Endpoint`](crate::Endpoint),
+///   which demultiplexes them);
+/// - [`Connection::handle_timeout`] when [`Connection::poll_timeout`]'s instant
+///   has passed;
+/// - application commands: [`write`](Connection::write),
+///   [`read`](Connection::read), [`shutdown`](Connection::shutdown) (FIN after
+///   the data), [`reset`](Connection::reset).
+///
+/// Outputs, to poll after any input until they return `None`:
+/// - datagrams to send (through the endpoint's `poll_transmit`);
+/// - [`Connection::poll_timeout`]: when to call `handle_timeout` next;
+/// - [`Connection::poll_event`]: what the application should know.
+///
+/// ACKs are sent when the caller polls for transmits, so a caller that
+/// handles every datagram it has received before polling (as the runtime
+/// does) sends one ACK per batch: delayed ACKs come from the batching.
+#[derive(Debug)]
+pub struct Connection {
+    config: Arc<TransportConfig>,
+    remote: SocketAddr,
+    side: Side,
+    recv_id: u16,
+    send_id: u16,
+    state: State,
+    epoch: Instant,
+    timers: TimerTable,
+
+    send_buf: SendBuffer,
+    sent: SentPackets,
+    local_fin: LocalFin,
+    cc: Box<dyn Controller>,
+    rtt: RttEstimator,
+    /// Consecutive retransmission timeouts.
+    timeouts_in_row: u32,
+    peer_wnd: usize,
+    dup_acks: u32,
+    /// Losses of packets before this number belong to a loss event already
+    /// reported to the controller.
+    recovery_end: Option<SeqNr>,
+    packet_size: usize,
+    /// A zero-window probe may go out regardless of the peer's window.
+    probe_allowed: bool,
+    /// The peer's window is closed: arm the persist timer at the next poll.
+    persist_wanted: bool,
+    write_blocked: bool,
+
+    recv: RecvBuffer,
+    ack_pending: bool,
+    keepalive_pending: bool,
+    /// Window we last advertised.
+    advertised_wnd: usize,
+    /// Our latest measurement of the peer's packets' delay, echoed in
+    /// `timestamp_difference` of everything we send.
+    reply_micro: u32,
+
+    /// Sequence number of the SYN (ours as initiator, the peer's as acceptor).
+    syn_seq: SeqNr,
+    /// Acceptor: the sequence number of our SYN-ACK, and whether one is due.
+    syn_ack_seq: SeqNr,
+    syn_ack_pending: bool,
+    /// Extensions offered (initiator) or requested by the peer (acceptor).
+    offered: ExtFlags,
+    negotiated: ExtFlags,
+
+    reset_pending: bool,
+    error: Option<ConnectionError>,
+    events: u8,
+    last_send: Instant,
+    stats: Stats,
+}
+
+impl Connection {
+    /// A connection that sends a SYN to `remote`, receiving on `recv_id`.
+    /// `syn_data` is carried on the SYN when SYN data is enabled; otherwise
+    /// it simply becomes the first bytes of the stream.
+    pub(crate) fn new_outgoing(
+        config: Arc<TransportConfig>,
+        epoch: Instant,
+        now: Instant,
+        remote: SocketAddr,
+        recv_id: u16,
+        syn_seq: SeqNr,
+        syn_data: &[u8],
+    ) -> Self {
+        let mut conn = Self::new(config, epoch, now, remote, Side::Initiator, recv_id, syn_seq);
+        conn.send_id = recv_id.wrapping_add(1);
+        conn.state = State::SynSent;
+        conn.offered = conn.config.extensions;
+        conn.syn_seq = syn_seq;
+        let syn_len = if conn.offered.contains(ExtFlags::SYN_DATA) {
+            syn_data.len().min(conn.config.max_syn_data).min(conn.max_payload(0))
+        } else {
+            0
+        };
+        conn.send_buf.write(syn_data);
+        conn.stats.bytes_written += syn_data.len() as u64;
+        if syn_len > 0 {
+            let seg = send_buffer::Segment { offset: 0, len: syn_len, ends_message: false };
+            conn.send_buf.take_segment(seg);
+        }
+        conn.sent.push(SentPacket {
+            kind: PacketType::Syn,
+            offset: 0,
+            len: syn_len,
+            meta: None,
+            time_sent: now,
+            transmissions: 0,
+            sacked: false,
+            lost: true,
+            window_limited: false,
+        });
+        conn.timers.set(Timer::Connect, now + conn.config.connect_timeout);
+        debug!(remote = %remote, recv_id, "dialing");
+        conn
+    }
+
+    /// A connection answering the SYN `syn` from `remote`; the SYN-ACK
+    /// carries `syn_ack_seq`.
+    pub(crate) fn new_incoming(
+        config: Arc<TransportConfig>,
+        epoch: Instant,
+        now: Instant,
+        remote: SocketAddr,
+        syn: &Repr<'_>,
+        syn_ack_seq: SeqNr,
+    ) -> Self {
+        let recv_id = syn.connection_id.wrapping_add(1);
+        let mut conn = Self::new(config, epoch, now, remote, Side::Acceptor, recv_id, syn_ack_seq);
+        conn.send_id = syn.connection_id;
+        conn.state = State::SynRecv;
+        conn.syn_seq = syn.seq_nr;
+        conn.syn_ack_seq = syn_ack_seq;
+        conn.syn_ack_pending = true;
+        conn.recv.set_ack_nr(syn.seq_nr);
+        conn.peer_wnd = syn.wnd_size as usize;
+        conn.offered = syn.extensions.negotiation().map_or(ExtFlags::NONE, |n| n.flags);
+        conn.negotiated = conn.offered.intersection(conn.config.extensions);
+        if conn.negotiated.contains(ExtFlags::SYN_DATA) && !syn.payload.is_empty() {
+            if syn.payload.len() <= conn.config.max_syn_data {
+                conn.recv.deliver_syn_data(syn.payload);
+                conn.stats.bytes_received += syn.payload.len() as u64;
+                conn.set_event(Event::Readable);
+            } else {
+                // Refuse oversized SYN data: the initiator sends it again as DATA.
+                conn.negotiated = ExtFlags(conn.negotiated.0 & !ExtFlags::SYN_DATA.0);
+            }
+        }
+        conn.on_timestamp(now, syn.timestamp);
+        conn.timers.set(Timer::Connect, now + conn.config.connect_timeout);
+        debug!(remote = %remote, recv_id, negotiated = conn.negotiated.0, "accepted SYN");
+        conn
+    }
+
+    fn new(
+        config: Arc<TransportConfig>,
+        epoch: Instant,
+        now: Instant,
+        remote: SocketAddr,
+        side: Side,
+        recv_id: u16,
+        first_seq: SeqNr,
+    ) -> Self {
+        let packet_size =
+            if remote.is_ipv4() { config.max_packet_size_v4 } else { config.max_packet_size_v6 };
+        let packet_size = packet_size.max(HEADER_LEN + 64);
+        let cc = config.congestion.build(now, packet_size - HEADER_LEN);
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Idle, now + config.idle_timeout);
+        Connection {
+            remote,
+            side,
+            recv_id,
+            send_id: recv_id,
+            state: State::SynSent,
+            epoch,
+            timers,
+            send_buf: SendBuffer::new(config.send_buffer_size),
+            sent: SentPackets::new(first_seq),
+            local_fin: LocalFin::None,
+            cc,
+            rtt: RttEstimator::new(),
+            timeouts_in_row: 0,
+            peer_wnd: 0,
+            dup_acks: 0,
+            recovery_end: None,
+            packet_size,
+            probe_allowed: false,
+            persist_wanted: false,
+            write_blocked: false,
+            recv: RecvBuffer::new(SeqNr(0), config.receive_buffer_size),
+            ack_pending: false,
+            keepalive_pending: false,
+            advertised_wnd: 0,
+            reply_micro: 0,
+            syn_seq: SeqNr(0),
+            syn_ack_seq: SeqNr(0),
+            syn_ack_pending: false,
+            offered: ExtFlags::NONE,
+            negotiated: ExtFlags::NONE,
+            reset_pending: false,
+            error: None,
+            events: 0,
+            last_send: now,
+            stats: Stats::default(),
+            config,
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Queries
+    // ---------------------------------------------------------------
+
+    /// The peer's address.
+    #[must_use]
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Which side opened the connection.
+    #[must_use]
+    pub fn side(&self) -> Side {
+        self.side
+    }
+
+    /// The connection id we receive on.
+    #[must_use]
+    pub fn recv_id(&self) -> u16 {
+        self.recv_id
+    }
+
+    /// The connection id we send with.
+    #[must_use]
+    pub fn send_id(&self) -> u16 {
+        self.send_id
+    }
+
+    /// `true` once the handshake has completed on this side.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        !matches!(self.state, State::SynSent) && self.error.is_none()
+    }
+
+    /// `true` once nothing more will be sent or received.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// `true` once our FIN was acknowledged.
+    #[must_use]
+    pub fn is_finished(&self) -> bool {
+        self.local_fin == LocalFin::Acked
+    }
+
+    /// Why the connection ended, if it ended badly.
+    #[must_use]
+    pub fn error(&self) -> Option<ConnectionError> {
+        self.error
+    }
+
+    /// The extensions both sides agreed on.
+    #[must_use]
+    pub fn negotiated(&self) -> ExtFlags {
+        self.negotiated
+    }
+
+    /// Current statistics.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.rtt = self.rtt.smoothed();
+        s.min_rtt = self.rtt.min();
+        s.cwnd = self.cc.window();
+        s.bytes_in_flight = self.sent.bytes_in_flight();
+        s.peer_window = self.peer_wnd;
+        s.recv_window = self.recv.window();
+        s.packet_size = self.packet_size;
+        s
+    }
+
+    /// Bytes that can be written now without blocking.
+    #[must_use]
+    pub fn send_buffer_free(&self) -> usize {
+        self.send_buf.free()
+    }
+
+    /// Bytes waiting to be read.
+    #[must_use]
+    pub fn readable_bytes(&self) -> usize {
+        self.recv.readable()
+    }
+
+    // ---------------------------------------------------------------
+    // Application commands
+    // ---------------------------------------------------------------
+
+    /// Queues bytes for sending; returns how many were taken.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize, WriteError> {
+        self.check_writable()?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let n = self.send_buf.write(data);
+        if n == 0 {
+            self.write_blocked = true;
+            return Err(WriteError::Blocked);
+        }
+        self.stats.bytes_written += n as u64;
+        Ok(n)
+    }
+
+    /// Ends the current message with `meta` (framed messages; needs the
+    /// metadata extension negotiated). The bytes written since the previous
+    /// message end form the message body.
+    pub fn end_message(&mut self, meta: &[u8]) -> Result<(), WriteError> {
+        self.check_writable()?;
+        if !self.negotiated.contains(ExtFlags::METADATA) {
+            return Err(WriteError::MessagesNotNegotiated);
+        }
+        if meta.len() > 253 {
+            return Err(WriteError::MetadataTooLong(meta.len()));
+        }
+        self.send_buf.end_message(meta);
+        Ok(())
+    }
+
+    fn check_writable(&self) -> Result<(), WriteError> {
+        if let Some(e) = self.error {
+            return Err(e.into());
+        }
+        if self.local_fin != LocalFin::None || self.state == State::Closed {
+            return Err(WriteError::Finished);
+        }
+        Ok(())
+    }
+
+    /// Reads in-order bytes. `Ok(0)` means the peer finished sending and
+    /// everything was read.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.recv.read(buf);
+        if n > 0 {
+            self.stats.bytes_read += n as u64;
+            self.maybe_window_update();
+            return Ok(n);
+        }
+        if self.recv.is_eof() {
+            return Ok(0);
+        }
+        match self.error {
+            Some(e) => Err(e.into()),
+            None if self.state == State::Closed => Ok(0),
+            None => Err(ReadError::Blocked),
+        }
+    }
+
+    /// Bytes readable before the next message end, and that message's
+    /// metadata, when a complete message is buffered.
+    #[must_use]
+    pub fn next_message_end(&self) -> Option<(usize, &[u8])> {
+        self.recv.next_message_end()
+    }
+
+    /// Consumes the message end at the read position (after its body was
+    /// read); returns its metadata.
+    pub fn take_message_end(&mut self) -> Option<Box<[u8]>> {
+        self.recv.pop_message_end()
+    }
+
+    /// After a read, tell the peer that the window reopened if it had
+    /// (nearly) closed.
+    fn maybe_window_update(&mut self) {
+        let wnd = self.recv.window();
+        if self.advertised_wnd < self.packet_size && wnd >= self.packet_size {
+            self.ack_pending = true;
+        }
+    }
+
+    /// Half-closes: a FIN follows the data already written. Reading goes on.
+    pub fn shutdown(&mut self) {
+        if self.local_fin == LocalFin::None && self.state != State::Closed {
+            // The close timer starts when the FIN goes out.
+            self.local_fin = LocalFin::Requested;
+        }
+    }
+
+    /// Aborts: sends a RESET and closes at once.
+    pub fn reset(&mut self) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.state != State::SynSent {
+            self.reset_pending = true;
+        }
+        self.close(Some(ConnectionError::LocallyReset));
+    }
+
+    // ---------------------------------------------------------------
+    // Events and timers
+    // ---------------------------------------------------------------
+
+    fn set_event(&mut self, event: Event) {
+        self.events |= 1 << event as u8;
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        for event in EVENTS {
+            let bit = 1 << event as u8;
+            if self.events & bit != 0 {
+                self.events &= !bit;
+                return Some(event);
+            }
+        }
+        None
+    }
+
+    /// When [`Connection::handle_timeout`] should be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next_timeout()
+    }
+
+    /// Runs the timers that expired at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.take_expired(now) {
+            match timer {
+                Timer::Retransmit => self.on_retransmit_timeout(now),
+                Timer::Connect => {
+                    if matches!(self.state, State::SynSent | State::SynRecv) {
+                        debug!(remote = %self.remote, "handshake timed out");
+                        self.close(Some(ConnectionError::TimedOut));
+                    }
+                }
+                Timer::Idle => {
+                    if self.state != State::Closed {
+                        debug!(remote = %self.remote, "idle timeout");
+                        self.close(Some(ConnectionError::TimedOut));
+                    }
+                }
+                Timer::KeepAlive => {
+                    if self.state == State::Established {
+                        self.keepalive_pending = true;
+                    }
+                }
+                Timer::Persist => {
+                    self.probe_allowed = true;
+                }
+                Timer::Close => match self.state {
+                    State::TimeWait => self.close(None),
+                    State::Closed => {}
+                    _ => {
+                        debug!(remote = %self.remote, "close timed out waiting for the peer");
+                        self.close(Some(ConnectionError::TimedOut));
+                    }
+                },
+            }
+        }
+    }
+
+    fn rto(&self) -> Duration {
+        let c = &self.config;
+        let base = if self.state == State::SynSent {
+            c.syn_rto
+        } else {
+            self.rtt.rto(c.initial_rto, c.min_rto, c.max_rto)
+        };
+        (base * 2u32.saturating_pow(self.timeouts_in_row.min(16))).min(c.max_rto)
+    }
+
+    fn on_retransmit_timeout(&mut self, now: Instant) {
+        if self.sent.is_empty() || self.state == State::Closed {
+            return;
+        }
+        self.timeouts_in_row += 1;
+        self.stats.timeouts += 1;
+        if self.state != State::SynSent && self.timeouts_in_row > self.config.max_retransmissions {
+            debug!(remote = %self.remote, "too many retransmission timeouts");
+            self.close(Some(ConnectionError::TimedOut));
+            return;
+        }
+        trace!(remote = %self.remote, n = self.timeouts_in_row, "retransmission timeout");
+        self.sent.mark_all_lost();
+        self.cc.on_timeout(now);
+        self.recovery_end = Some(self.sent.next_seq());
+        self.dup_acks = 0;
+    }
+
+    fn close(&mut self, error: Option<ConnectionError>) {
+        if self.state == State::Closed {
+            return;
+        }
+        if error.is_some() && self.error.is_none() {
+            self.error = error;
+        }
+        debug!(remote = %self.remote, ?error, "closed");
+        self.state = State::Closed;
+        self.timers.stop_all();
+        self.set_event(Event::Closed);
+        self.set_event(Event::Readable);
+        self.set_event(Event::Writable);
+    }
+
+    /// `true` when the connection is closed and has nothing left to send: the
+    /// endpoint may forget it once the application let go of it.
+    #[must_use]
+    pub fn is_drained(&self) -> bool {
+        self.state == State::Closed && !self.reset_pending
+    }
+
+    // ---------------------------------------------------------------
+    // Incoming packets
+    // ---------------------------------------------------------------
+
+    fn micros(&self, now: Instant) -> Timestamp {
+        Timestamp(now.saturating_duration_since(self.epoch).as_micros() as u32)
+    }
+
+    fn on_timestamp(&mut self, now: Instant, ts: Timestamp) {
+        if ts.0 != 0 {
+            self.reply_micro = self.micros(now).wrapping_since(ts);
+        }
+    }
+
+    /// Handles a packet the endpoint routed to this connection.
+    pub(crate) fn handle_packet(&mut self, now: Instant, pkt: &Repr<'_>) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.stats.packets_received += 1;
+        self.timers.set(Timer::Idle, now + self.config.idle_timeout);
+
+        if pkt.packet_type == PacketType::Syn {
+            // A retransmitted SYN: answer with the identical SYN-ACK.
+            if self.state == State::SynRecv && pkt.seq_nr == self.syn_seq {
+                self.syn_ack_pending = true;
+            }
+            return;
+        }
+
+        if self.state == State::SynSent {
+            self.handle_syn_sent(now, pkt);
+            return;
+        }
+
+        // Validate the acknowledgement before looking at the type: a RESET
+        // with a made-up ack number is ignored like anything else.
+        let oldest = self.sent.first_seq() - 1 - ACK_BACKLOG;
+        if !pkt.ack_nr.in_range(oldest, self.sent.next_seq()) {
+            self.stats.invalid_packets += 1;
+            trace!(remote = %self.remote, ack = %pkt.ack_nr, "ack out of range");
+            return;
+        }
+
+        if pkt.packet_type == PacketType::Reset {
+            self.handle_reset(pkt);
+            return;
+        }
+
+        self.on_timestamp(now, pkt.timestamp);
+        self.peer_wnd = pkt.wnd_size as usize;
+        if self.peer_wnd > 0 {
+            self.timers.stop(Timer::Persist);
+        }
+
+        if self.state == State::SynRecv {
+            // The initiator got our SYN-ACK: the handshake is confirmed.
+            self.state = State::Established;
+            self.timers.stop(Timer::Connect);
+            self.syn_ack_pending = false;
+        }
+
+        self.process_ack(now, pkt);
+
+        match pkt.packet_type {
+            PacketType::Data | PacketType::Fin => {
+                let fin = pkt.packet_type == PacketType::Fin;
+                let meta = if self.negotiated.contains(ExtFlags::METADATA) && !fin {
+                    pkt.extensions.metadata()
+                } else {
+                    None
+                };
+                let payload = if fin { &[][..] } else { pkt.payload };
+                self.stats.bytes_received += payload.len() as u64;
+                let was_eof = self.recv.is_eof();
+                match self.recv.insert(pkt.seq_nr, payload, meta, fin) {
+                    Arrival::InOrder => self.set_event(Event::Readable),
+                    Arrival::Duplicate => self.stats.duplicate_packets += 1,
+                    Arrival::OutOfOrder | Arrival::Dropped => {}
+                }
+                if !was_eof && self.recv.is_eof() {
+                    debug!(remote = %self.remote, "peer finished sending");
+                    self.set_event(Event::Readable);
+                }
+                self.ack_pending = true;
+            }
+            PacketType::State | PacketType::Syn | PacketType::Reset => {}
+        }
+        self.check_time_wait(now);
+    }
+
+    fn handle_syn_sent(&mut self, now: Instant, pkt: &Repr<'_>) {
+        if pkt.ack_nr != self.syn_seq {
+            self.stats.invalid_packets += 1;
+            return;
+        }
+        match pkt.packet_type {
+            PacketType::State => {}
+            PacketType::Reset => {
+                debug!(remote = %self.remote, "connection refused");
+                self.close(Some(ConnectionError::Refused));
+                return;
+            }
+            _ => return,
+        }
+        self.negotiated = if self.offered.is_empty() {
+            ExtFlags::NONE
+        } else {
+            pkt.extensions
+                .negotiation()
+                .map_or(ExtFlags::NONE, |n| n.flags.intersection(self.offered))
+        };
+        // The SYN is acknowledged.
+        let mut syn_len = 0;
+        let mut sample = None;
+        self.sent.ack_cumulative(self.syn_seq, |_, p| {
+            syn_len = p.len;
+            if p.transmissions == 1 {
+                sample = Some(now.saturating_duration_since(p.time_sent));
+            }
+        });
+        if let Some(s) = sample {
+            self.rtt.update(s);
+        }
+        if syn_len > 0 {
+            if self.negotiated.contains(ExtFlags::SYN_DATA) {
+                self.send_buf.ack_to(syn_len as u64);
+            } else {
+                // The peer ignored the SYN's payload: send it again as DATA.
+                self.send_buf.rewind(0);
+            }
+        }
+        self.timeouts_in_row = 0;
+        self.timers.stop(Timer::Retransmit);
+        self.timers.stop(Timer::Connect);
+        self.recv.set_ack_nr(pkt.seq_nr - 1);
+        self.peer_wnd = pkt.wnd_size as usize;
+        self.on_timestamp(now, pkt.timestamp);
+        self.state = State::Established;
+        self.ack_pending = true;
+        self.set_event(Event::Connected);
+        self.set_event(Event::Writable);
+        debug!(remote = %self.remote, negotiated = self.negotiated.0, "connected");
+    }
+
+    fn handle_reset(&mut self, pkt: &Repr<'_>) {
+        if let LocalFin::Sent(fin) = self.local_fin {
+            if pkt.ack_nr == fin {
+                // The peer acknowledged our FIN with a RESET: a clean close.
+                debug!(remote = %self.remote, "RESET acknowledging our FIN");
+                self.local_fin = LocalFin::Acked;
+                self.set_event(Event::Finished);
+                self.close(None);
+                return;
+            }
+        }
+        if self.local_fin == LocalFin::Acked && self.recv.is_eof() {
+            self.close(None);
+            return;
+        }
+        debug!(remote = %self.remote, "reset by peer");
+        self.close(Some(ConnectionError::Reset));
+    }
+
+    fn process_ack(&mut self, now: Instant, pkt: &Repr<'_>) {
+        let in_flight_before = self.sent.bytes_in_flight();
+        let mut acked = 0usize;
+        let mut sample = None;
+        let mut window_limited = false;
+        let mut fin_acked = false;
+        let first = self.sent.first_seq();
+        let progressed = !self.sent.is_empty() && pkt.ack_nr.in_range(first, self.sent.next_seq());
+
+        if progressed {
+            self.sent.ack_cumulative(pkt.ack_nr, |_, p| {
+                if !p.sacked {
+                    acked += p.size();
+                    if p.transmissions == 1 {
+                        sample = Some(now.saturating_duration_since(p.time_sent));
+                    }
+                }
+                window_limited |= p.window_limited;
+                fin_acked |= p.kind == PacketType::Fin;
+            });
+            let lowest_unacked = self.sent.front().map_or(self.send_buf.unsent(), |p| p.offset);
+            self.send_buf.ack_to(lowest_unacked);
+            self.dup_acks = 0;
+            self.timeouts_in_row = 0;
+        } else if pkt.ack_nr == first - 1
+            && pkt.packet_type == PacketType::State
+            && pkt.payload.is_empty()
+            && !self.sent.is_empty()
+        {
+            self.dup_acks += 1;
+            self.stats.duplicate_acks += 1;
+            if self.dup_acks == 3 {
+                trace!(remote = %self.remote, seq = %first, "three duplicate ACKs");
+                self.declare_lost(now, first);
+            }
+        }
+
+        if let Some(bits) = pkt.extensions.sack() {
+            for seq in SackIter::new(pkt.ack_nr, bits) {
+                if let Some(p) = self.sent.sack(seq) {
+                    acked += p.size();
+                    if p.transmissions == 1 {
+                        sample = Some(now.saturating_duration_since(p.time_sent));
+                    }
+                    window_limited |= p.window_limited;
+                }
+            }
+            if let Some(horizon) = self.sent.sack_loss_horizon(REORDER_THRESHOLD) {
+                let mut seq = self.sent.first_seq();
+                while seq != horizon.next() {
+                    if self.sent.get(seq).is_some_and(|p| !p.sacked && !p.lost) {
+                        self.declare_lost(now, seq);
+                    }
+                    seq = seq.next();
+                }
+            }
+        }
+
+        if let Some(s) = sample {
+            self.rtt.update(s);
+        }
+        if acked > 0 {
+            let delay = pkt.timestamp_diff;
+            let info = AckInfo {
+                bytes_acked: acked,
+                bytes_in_flight: in_flight_before,
+                rtt: sample,
+                min_rtt: self.rtt.min(),
+                one_way_delay: (delay != 0 && delay != i32::MAX as u32).then_some(delay),
+                window_limited,
+                mss: self.packet_size - HEADER_LEN,
+            };
+            self.cc.on_ack(now, &info);
+            if self.write_blocked && self.send_buf.free() > 0 {
+                self.write_blocked = false;
+                self.set_event(Event::Writable);
+            }
+        }
+        if fin_acked {
+            debug!(remote = %self.remote, "our FIN was acknowledged");
+            self.local_fin = LocalFin::Acked;
+            self.set_event(Event::Finished);
+        }
+        if progressed || acked > 0 {
+            if self.sent.bytes_in_flight() > 0 {
+                self.timers.set(Timer::Retransmit, now + self.rto());
+            } else if self.sent.first_lost().is_none() {
+                self.timers.stop(Timer::Retransmit);
+            }
+        }
+    }
+
+    fn declare_lost(&mut self, now: Instant, seq: SeqNr) {
+        if !self.sent.mark_lost(seq) {
+            return;
+        }
+        self.stats.fast_retransmits += 1;
+        let new_event = self.recovery_end.is_none_or(|end| !seq.is_before(end));
+        if new_event {
+            self.cc.on_loss(now, self.sent.bytes_in_flight());
+            self.recovery_end = Some(self.sent.next_seq());
+        }
+    }
+
+    fn check_time_wait(&mut self, now: Instant) {
+        if self.state == State::Established
+            && self.local_fin == LocalFin::Acked
+            && self.recv.is_eof()
+        {
+            debug!(remote = %self.remote, "both sides finished");
+            self.state = State::TimeWait;
+            let linger = (self.rto() * 2).min(self.config.close_timeout);
+            self.timers.stop_all();
+            self.timers.set(Timer::Close, now + linger);
+        }
+    }
+
+    // ---------------------------------------------------------------
+    // Outgoing packets
+    // ---------------------------------------------------------------
+
+    fn max_payload(&self, extra_header: usize) -> usize {
+        self.packet_size - HEADER_LEN - extra_header
+    }
+
+    /// The send window: what the congestion controller and the peer allow.
+    fn send_window(&self) -> usize {
+        let mut wnd = self.cc.window().min(self.peer_wnd);
+        if self.state == State::SynRecv {
+            wnd = wnd.min(self.config.pre_confirm_limit);
+        }
+        wnd
+    }
+
+    /// Room for a packet of `size` bytes in the window.
+    fn window_allows(&mut self, size: usize) -> bool {
+        let in_flight = self.sent.bytes_in_flight();
+        if in_flight + size <= self.send_window() {
+            return true;
+        }
+        if in_flight == 0 {
+            if self.probe_allowed {
+                self.probe_allowed = false;
+                return true;
+            }
+            // The peer's window is closed: probe it later.
+            if self.timers.get(Timer::Persist).is_none() {
+                // Armed from the caller's clock at the next poll.
+                self.persist_wanted = true;
+            }
+        }
+        false
+    }
+
+    /// Writes the next datagram into `buf`; returns its length.
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.persist_wanted {
+            self.persist_wanted = false;
+            self.timers.set(Timer::Persist, now + self.rto());
+        }
+        if self.reset_pending {
+            self.reset_pending = false;
+            let mut repr = Repr::new(
+                PacketType::Reset,
+                self.send_id,
+                self.sent.next_seq(),
+                self.recv.ack_nr(),
+            );
+            repr.timestamp = self.micros(now);
+            return self.finish_emit(now, &repr, buf, 0);
+        }
+        match self.state {
+            State::Closed => return None,
+            State::SynSent => return self.transmit_lost(now, buf),
+            _ => {}
+        }
+        if self.syn_ack_pending {
+            self.syn_ack_pending = false;
+            let mut repr = self.header(now, PacketType::State, self.syn_ack_seq);
+            let mut exts = Extensions::new();
+            if !self.offered.is_empty() && !self.config.extensions.is_empty() {
+                let _ = exts
+                    .push(Extension::ExtensionBits(Negotiation::new(self.negotiated).to_bits()));
+            }
+            repr.extensions = exts;
+            return self.finish_emit(now, &repr, buf, 0);
+        }
+        if self.state == State::TimeWait {
+            return self.transmit_ack(now, buf);
+        }
+        if let Some(n) = self.transmit_lost(now, buf) {
+            return Some(n);
+        }
+        if let Some(n) = self.transmit_new(now, buf) {
+            return Some(n);
+        }
+        self.transmit_ack(now, buf)
+    }
+
+    fn header(&self, now: Instant, kind: PacketType, seq: SeqNr) -> Repr<'static> {
+        let mut repr = Repr::new(kind, self.send_id, seq, self.recv.ack_nr());
+        repr.timestamp = self.micros(now);
+        repr.timestamp_diff = self.reply_micro;
+        repr.wnd_size = self.recv.window().min(u32::MAX as usize) as u32;
+        repr
+    }
+
+    fn transmit_ack(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.ack_pending {
+            let repr = self.header(now, PacketType::State, self.sent.next_seq());
+            return self.emit_with_sack_payload(now, repr, buf, self.send_buf.unsent(), 0);
+        }
+        if self.keepalive_pending {
+            self.keepalive_pending = false;
+            let mut repr = self.header(now, PacketType::State, self.sent.next_seq());
+            // libutp's keepalive: a duplicate ACK of the packet before the last.
+            repr.ack_nr = self.recv.ack_nr() - 1;
+            return self.finish_emit(now, &repr, buf, 0);
+        }
+        None
+    }
+
+    /// Sends again the oldest packet declared lost (or the SYN).
+    fn transmit_lost(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let seq = self.sent.first_lost()?;
+        let p = self.sent.get(seq)?;
+        let (kind, offset, len, size) = (p.kind, p.offset, p.len, p.size());
+        let meta = p.meta.clone();
+        let resend = p.transmissions > 0;
+        if kind != PacketType::Syn && !self.window_allows(size) {
+            return None;
+        }
+        if resend {
+            self.stats.retransmits += 1;
+        }
+        let limited = self.sent.bytes_in_flight() + 2 * size > self.cc.window();
+        self.sent.on_resent(seq, now, limited);
+        self.emit_data(now, kind, seq, offset, len, meta.as_deref(), buf)
+    }
+
+    /// Forms and sends a new DATA packet, or the FIN.
+    fn transmit_new(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.send_buf.has_unsent() {
+            let seg = self.send_buf.peek_segment(self.max_payload(0))?;
+            let in_flight = self.sent.bytes_in_flight();
+            if self.config.nagle
+                && in_flight > 0
+                && seg.len < self.max_payload(0)
+                && !seg.ends_message
+                && self.local_fin == LocalFin::None
+            {
+                return None;
+            }
+            if !self.window_allows(seg.len + HEADER_LEN) {
+                return None;
+            }
+            let meta = self.send_buf.take_segment(seg);
+            let limited = in_flight + 2 * (seg.len + HEADER_LEN) > self.cc.window();
+            let seq = self.sent.push(SentPacket {
+                kind: PacketType::Data,
+                offset: seg.offset,
+                len: seg.len,
+                meta: meta.clone(),
+                time_sent: now,
+                transmissions: 1,
+                sacked: false,
+                lost: false,
+                window_limited: limited,
+            });
+            return self.emit_data(
+                now,
+                PacketType::Data,
+                seq,
+                seg.offset,
+                seg.len,
+                meta.as_deref(),
+                buf,
+            );
+        }
+        if self.local_fin == LocalFin::Requested && self.window_allows(HEADER_LEN) {
+            let seq = self.sent.push(SentPacket {
+                kind: PacketType::Fin,
+                offset: self.send_buf.end(),
+                len: 0,
+                meta: None,
+                time_sent: now,
+                transmissions: 1,
+                sacked: false,
+                lost: false,
+                window_limited: false,
+            });
+            self.local_fin = LocalFin::Sent(seq);
+            self.timers.set(Timer::Close, now + self.config.close_timeout);
+            debug!(remote = %self.remote, seq = %seq, "sending FIN");
+            return self.emit_data(now, PacketType::Fin, seq, 0, 0, None, buf);
+        }
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn emit_data(
+        &mut self,
+        now: Instant,
+        kind: PacketType,
+        seq: SeqNr,
+        offset: u64,
+        len: usize,
+        meta: Option<&[u8]>,
+        buf: &mut [u8],
+    ) -> Option<usize> {
+        let mut repr = self.header(now, kind, seq);
+        let mut exts = Extensions::new();
+        if kind == PacketType::Syn {
+            repr.connection_id = self.recv_id;
+            repr.ack_nr = SeqNr(0);
+            if !self.offered.is_empty() {
+                let _ =
+                    exts.push(Extension::ExtensionBits(Negotiation::new(self.offered).to_bits()));
+            }
+        }
+        if let Some(meta) = meta {
+            let _ = exts.push(Extension::Metadata(meta));
+        }
+        repr.extensions = exts;
+        if self.timers.get(Timer::Retransmit).is_none_or(|t| t <= now) {
+            self.timers.set(Timer::Retransmit, now + self.rto());
+        }
+        if kind == PacketType::Syn {
+            // Payload straight from the send buffer.
+            let header_len = repr.header_len();
+            let at = repr.emit_header(buf, len).ok()?;
+            self.send_buf.copy_out(offset, &mut buf[at..at + len]);
+            return self.account_sent(now, header_len + len, len);
+        }
+        self.emit_with_sack_payload(now, repr, buf, offset, len)
+    }
+
+    /// Emits `repr` with a selective ACK when data is held out of order and
+    /// room is left, then `len` payload bytes from the send buffer.
+    fn emit_with_sack_payload(
+        &mut self,
+        now: Instant,
+        repr: Repr<'_>,
+        buf: &mut [u8],
+        offset: u64,
+        len: usize,
+    ) -> Option<usize> {
+        let mut repr = repr;
+        let mut sack = [0u8; MAX_SACK_BYTES];
+        let mut sack_len = if self.recv.has_gaps() { self.recv.sack(&mut sack) } else { 0 };
+        let room = self.packet_size.saturating_sub(repr.header_len() + len);
+        if sack_len + 2 > room {
+            sack_len = (room.saturating_sub(2) / 4 * 4).min(sack_len);
+        }
+        if sack_len > 0 {
+            let mut exts = Extensions::new();
+            let _ = exts.push(Extension::SelectiveAck(&sack[..sack_len]));
+            for e in repr.extensions.iter() {
+                let _ = exts.push(*e);
+            }
+            repr.extensions = exts;
+        }
+        let at = repr.emit_header(buf, len).ok()?;
+        self.send_buf.copy_out(offset, &mut buf[at..at + len]);
+        self.ack_pending = false;
+        self.advertised_wnd = repr.wnd_size as usize;
+        self.account_sent(now, at + len, len)
+    }
+
+    fn finish_emit(
+        &mut self,
+        now: Instant,
+        repr: &Repr<'_>,
+        buf: &mut [u8],
+        payload_len: usize,
+    ) -> Option<usize> {
+        let n = repr.emit(buf).ok()?;
+        self.account_sent(now, n, payload_len)
+    }
+
+    fn account_sent(&mut self, now: Instant, size: usize, payload_len: usize) -> Option<usize> {
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += payload_len as u64;
+        self.last_send = now;
+        if let Some(interval) = self.config.keepalive_interval {
+            if self.state == State::Established {
+                self.timers.set(Timer::KeepAlive, now + interval);
+            }
+        }
+        Some(size)
+    }
+}

@@ -1,0 +1,261 @@
+//! Received data: in-order bytes for the application, out-of-order packets
+//! waiting for the gap before them, and the selective ACK that describes
+//! them. Everything is bounded by the receive buffer size.
+
+use std::collections::VecDeque;
+
+use crate::wire::SeqNr;
+
+/// Most out-of-order packets tracked past the next expected one. Also caps
+/// the selective ACK at 32 bytes... of which at most 1024 bits are used.
+pub(crate) const MAX_REORDER: usize = 1024;
+
+/// Bytes of selective ACK bitmask at most (multiple of 4): 256 packets.
+pub(crate) const MAX_SACK_BYTES: usize = 32;
+
+#[derive(Debug)]
+struct Held {
+    payload: Vec<u8>,
+    meta: Option<Box<[u8]>>,
+    fin: bool,
+}
+
+/// What became of an arriving packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Arrival {
+    /// It filled the next gap; data (and maybe held packets) was delivered.
+    InOrder,
+    /// Held until the gap before it is filled.
+    OutOfOrder,
+    /// Already received (or before the current ack): ACK again.
+    Duplicate,
+    /// Beyond what we track, or no buffer room: dropped.
+    Dropped,
+}
+
+#[derive(Debug)]
+pub(crate) struct RecvBuffer {
+    /// The last sequence number received in order.
+    ack_nr: SeqNr,
+    /// `held[i]` is for sequence `ack_nr + 1 + i`; `held[0]` is always None.
+    held: VecDeque<Option<Held>>,
+    held_bytes: usize,
+    data: VecDeque<u8>,
+    capacity: usize,
+    /// Stream offset of the next byte the application reads.
+    read_offset: u64,
+    /// Message ends received in order: (stream offset of the end, metadata).
+    boundaries: VecDeque<(u64, Box<[u8]>)>,
+    /// Sequence number of the peer's FIN, once seen.
+    fin: Option<SeqNr>,
+    /// The FIN was reached in order: no more data will come.
+    eof: bool,
+}
+
+impl RecvBuffer {
+    pub(crate) fn new(ack_nr: SeqNr, capacity: usize) -> Self {
+        RecvBuffer {
+            ack_nr,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            data: VecDeque::new(),
+            capacity,
+            read_offset: 0,
+            boundaries: VecDeque::new(),
+            fin: None,
+            eof: false,
+        }
+    }
+
+    pub(crate) fn ack_nr(&self) -> SeqNr {
+        self.ack_nr
+    }
+
+    pub(crate) fn set_ack_nr(&mut self, ack_nr: SeqNr) {
+        self.ack_nr = ack_nr;
+    }
+
+    /// Bytes the peer may still send: the advertised window.
+    pub(crate) fn window(&self) -> usize {
+        self.capacity.saturating_sub(self.data.len() + self.held_bytes)
+    }
+
+    pub(crate) fn readable(&self) -> usize {
+        self.data.len()
+    }
+
+    pub(crate) fn is_eof(&self) -> bool {
+        self.eof
+    }
+
+    pub(crate) fn has_gaps(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// Takes one arriving DATA (or FIN, `fin = true`, empty payload) packet.
+    pub(crate) fn insert(
+        &mut self,
+        seq: SeqNr,
+        payload: &[u8],
+        meta: Option<&[u8]>,
+        fin: bool,
+    ) -> Arrival {
+        if self.eof || !seq.is_after(self.ack_nr) {
+            return Arrival::Duplicate;
+        }
+        if let Some(f) = self.fin {
+            if !fin && !seq.is_before(f) {
+                // Nothing exists past the FIN.
+                return Arrival::Dropped;
+            }
+        }
+        let index = usize::from(self.ack_nr.distance_to(seq)) - 1;
+        if index >= MAX_REORDER {
+            return Arrival::Dropped;
+        }
+        // Bound memory: one packet of slack past the advertised window, so
+        // that a sender that filled the window exactly is never penalised.
+        if payload.len() > self.window() + crate::wire::HEADER_LEN + 1500 {
+            return Arrival::Dropped;
+        }
+        if fin {
+            self.fin = Some(seq);
+        }
+        if index == 0 {
+            self.deliver(payload, meta, fin);
+            self.ack_nr = seq;
+            if !self.held.is_empty() {
+                self.held.pop_front();
+            }
+            while let Some(Some(_)) = self.held.front() {
+                let Some(Some(h)) = self.held.pop_front() else { break };
+                self.held_bytes -= h.payload.len();
+                self.ack_nr = self.ack_nr.next();
+                self.deliver(&h.payload, h.meta.as_deref(), h.fin);
+            }
+            Arrival::InOrder
+        } else {
+            if self.held.len() <= index {
+                self.held.resize_with(index + 1, || None);
+            }
+            if self.held[index].is_some() {
+                return Arrival::Duplicate;
+            }
+            self.held_bytes += payload.len();
+            self.held[index] =
+                Some(Held { payload: payload.to_vec(), meta: meta.map(Box::from), fin });
+            Arrival::OutOfOrder
+        }
+    }
+
+    /// Delivers SYN data: the first bytes of the stream, before any packet.
+    pub(crate) fn deliver_syn_data(&mut self, payload: &[u8]) {
+        self.data.extend(payload);
+    }
+
+    fn deliver(&mut self, payload: &[u8], meta: Option<&[u8]>, fin: bool) {
+        self.data.extend(payload);
+        if let Some(meta) = meta {
+            let end = self.read_offset + self.data.len() as u64;
+            self.boundaries.push_back((end, meta.into()));
+        }
+        if fin {
+            self.eof = true;
+            self.held.clear();
+            self.held_bytes = 0;
+        }
+    }
+
+    /// Copies in-order bytes into `buf`; returns how many.
+    pub(crate) fn read(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.data.len());
+        let (a, b) = self.data.as_slices();
+        let from_a = n.min(a.len());
+        buf[..from_a].copy_from_slice(&a[..from_a]);
+        buf[from_a..n].copy_from_slice(&b[..n - from_a]);
+        self.data.drain(..n);
+        self.read_offset += n as u64;
+        n
+    }
+
+    /// Bytes readable before the next message end, and whether a message
+    /// end (with its metadata) lies within the readable bytes.
+    pub(crate) fn next_message_end(&self) -> Option<(usize, &[u8])> {
+        self.boundaries.front().map(|(end, meta)| ((end - self.read_offset) as usize, &meta[..]))
+    }
+
+    /// Consumes the message end at the read position.
+    pub(crate) fn pop_message_end(&mut self) -> Option<Box<[u8]>> {
+        match self.boundaries.front() {
+            Some((end, _)) if *end == self.read_offset => self.boundaries.pop_front().map(|b| b.1),
+            _ => None,
+        }
+    }
+
+    /// Writes the selective ACK bitmask into `out` (at most
+    /// [`MAX_SACK_BYTES`]); returns its length, a multiple of 4, or 0 when
+    /// nothing is held out of order.
+    pub(crate) fn sack(&self, out: &mut [u8; MAX_SACK_BYTES]) -> usize {
+        // Bit i stands for ack_nr + 2 + i, i.e. held[i + 1].
+        let last = match self.held.iter().rposition(Option::is_some) {
+            Some(last) if last >= 1 => last,
+            _ => return 0,
+        };
+        let bits = (last).min(MAX_SACK_BYTES * 8);
+        let len = bits.div_ceil(32) * 4;
+        out[..len].fill(0);
+        for i in 0..bits.min(len * 8) {
+            if self.held.get(i + 1).is_some_and(Option::is_some) {
+                out[i / 8] |= 1 << (i % 8);
+            }
+        }
+        len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reorders_and_acks() {
+        let mut rb = RecvBuffer::new(SeqNr(100), 1000);
+        assert_eq!(rb.insert(SeqNr(103), b"d", None, false), Arrival::OutOfOrder);
+        assert_eq!(rb.insert(SeqNr(102), b"c", None, false), Arrival::OutOfOrder);
+        let mut sack = [0u8; MAX_SACK_BYTES];
+        assert_eq!(rb.sack(&mut sack), 4);
+        // bit 0 = 102, bit 1 = 103
+        assert_eq!(sack[0], 0b11);
+        assert_eq!(rb.insert(SeqNr(102), b"c", None, false), Arrival::Duplicate);
+        assert_eq!(rb.insert(SeqNr(101), b"ab", None, false), Arrival::InOrder);
+        assert_eq!(rb.ack_nr(), SeqNr(103));
+        assert_eq!(rb.sack(&mut sack), 0);
+        let mut out = [0u8; 8];
+        assert_eq!(rb.read(&mut out), 4);
+        assert_eq!(&out[..4], b"abcd");
+        assert_eq!(rb.insert(SeqNr(103), b"x", None, false), Arrival::Duplicate);
+    }
+
+    #[test]
+    fn fin_with_gap_below() {
+        let mut rb = RecvBuffer::new(SeqNr(0xfffe), 1000);
+        assert_eq!(rb.insert(SeqNr(1), b"", None, true), Arrival::OutOfOrder);
+        assert!(!rb.is_eof());
+        assert_eq!(rb.insert(SeqNr(2), b"late", None, false), Arrival::Dropped);
+        assert_eq!(rb.insert(SeqNr(0xffff), b"a", None, false), Arrival::InOrder);
+        assert!(!rb.is_eof());
+        assert_eq!(rb.insert(SeqNr(0), b"b", None, false), Arrival::InOrder);
+        assert!(rb.is_eof());
+        assert_eq!(rb.ack_nr(), SeqNr(1));
+        assert_eq!(rb.readable(), 2);
+    }
+
+    #[test]
+    fn bounded() {
+        let mut rb = RecvBuffer::new(SeqNr(0), 10);
+        assert_eq!(rb.insert(SeqNr(1), &[0; 10], None, false), Arrival::InOrder);
+        assert_eq!(rb.window(), 0);
+        assert_eq!(rb.insert(SeqNr(2), &[0; 4000], None, false), Arrival::Dropped);
+        assert_eq!(rb.insert(SeqNr(MAX_REORDER as u16 + 5), b"x", None, false), Arrival::Dropped);
+    }
+}

@@ -1,0 +1,204 @@
+//! Bytes the application wrote that are not yet acknowledged.
+//!
+//! The buffer keeps every unacknowledged byte once, addressed by stream
+//! offset: packets in flight are only `(offset, len)` ranges into it, so a
+//! retransmission copies straight from here and nothing is allocated per
+//! packet. Message boundaries (for metadata framing) are kept beside the
+//! bytes so that a packet never mixes two messages.
+
+use std::collections::VecDeque;
+
+/// The end of a message: the stream offset where it ends and its metadata.
+#[derive(Debug)]
+struct Boundary {
+    end: u64,
+    meta: Box<[u8]>,
+}
+
+/// What the next packet should carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Segment {
+    pub(crate) offset: u64,
+    pub(crate) len: usize,
+    /// The packet ends a message and carries its metadata record.
+    pub(crate) ends_message: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct SendBuffer {
+    data: VecDeque<u8>,
+    /// Stream offset of `data[0]`: the oldest unacknowledged byte.
+    base: u64,
+    /// Stream offset of the first byte not yet put in a packet.
+    unsent: u64,
+    capacity: usize,
+    boundaries: VecDeque<Boundary>,
+}
+
+impl SendBuffer {
+    pub(crate) fn new(capacity: usize) -> Self {
+        SendBuffer {
+            data: VecDeque::new(),
+            base: 0,
+            unsent: 0,
+            capacity,
+            boundaries: VecDeque::new(),
+        }
+    }
+
+    /// Appends as much of `bytes` as fits; returns how much.
+    pub(crate) fn write(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.free());
+        self.data.extend(&bytes[..n]);
+        n
+    }
+
+    /// Marks the end of a message at the current end of the stream.
+    pub(crate) fn end_message(&mut self, meta: &[u8]) {
+        self.boundaries.push_back(Boundary { end: self.end(), meta: meta.into() });
+    }
+
+    pub(crate) fn free(&self) -> usize {
+        self.capacity.saturating_sub(self.data.len())
+    }
+
+    /// Stream offset one past the last byte written.
+    pub(crate) fn end(&self) -> u64 {
+        self.base + self.data.len() as u64
+    }
+
+    pub(crate) fn unsent(&self) -> u64 {
+        self.unsent
+    }
+
+    /// Bytes (and pending message ends) not yet put in a packet.
+    pub(crate) fn unsent_len(&self) -> usize {
+        (self.end() - self.unsent) as usize
+    }
+
+    /// `true` when a packet could be formed now (bytes or an empty message).
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.unsent_len() > 0 || !self.boundaries.is_empty()
+    }
+
+    /// The next packet to form, at most `max_payload` bytes, never crossing a
+    /// message end. A packet that ends a message loses `2 + meta.len()`
+    /// bytes of room to the metadata record.
+    pub(crate) fn peek_segment(&self, max_payload: usize) -> Option<Segment> {
+        let offset = self.unsent;
+        match self.boundaries.front() {
+            Some(b) => {
+                let to_end = (b.end - offset) as usize;
+                let room_last = max_payload.saturating_sub(2 + b.meta.len());
+                if to_end <= room_last {
+                    Some(Segment { offset, len: to_end, ends_message: true })
+                } else {
+                    Some(Segment { offset, len: to_end.min(max_payload), ends_message: false })
+                }
+            }
+            None => {
+                let len = self.unsent_len().min(max_payload);
+                (len > 0).then_some(Segment { offset, len, ends_message: false })
+            }
+        }
+    }
+
+    /// Commits a segment returned by `peek_segment`; returns the metadata
+    /// of the message it ends, if it ends one.
+    pub(crate) fn take_segment(&mut self, seg: Segment) -> Option<Box<[u8]>> {
+        self.unsent = seg.offset + seg.len as u64;
+        if seg.ends_message {
+            self.boundaries.pop_front().map(|b| b.meta)
+        } else {
+            None
+        }
+    }
+
+    /// Forgets that `from..` was sent (SYN data the peer did not take).
+    pub(crate) fn rewind(&mut self, from: u64) {
+        self.unsent = self.unsent.min(from.max(self.base));
+    }
+
+    /// Copies `out.len()` bytes starting at stream offset `offset`.
+    pub(crate) fn copy_out(&self, offset: u64, out: &mut [u8]) {
+        if out.is_empty() {
+            return;
+        }
+        let start = (offset - self.base) as usize;
+        let (a, b) = self.data.as_slices();
+        let mut written = 0;
+        if start < a.len() {
+            let n = (a.len() - start).min(out.len());
+            out[..n].copy_from_slice(&a[start..start + n]);
+            written = n;
+        }
+        if written < out.len() {
+            let from = start + written - a.len();
+            let n = out.len() - written;
+            out[written..].copy_from_slice(&b[from..from + n]);
+        }
+    }
+
+    /// Drops every byte before `offset` (acknowledged).
+    pub(crate) fn ack_to(&mut self, offset: u64) {
+        if offset > self.base {
+            let n = ((offset - self.base) as usize).min(self.data.len());
+            self.data.drain(..n);
+            self.base += n as u64;
+            self.unsent = self.unsent.max(self.base);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_respect_capacity_and_messages() {
+        let mut buf = SendBuffer::new(10);
+        assert_eq!(buf.write(b"hello world"), 10);
+        assert_eq!(buf.free(), 0);
+        let seg = buf.peek_segment(4).unwrap();
+        assert_eq!(seg, Segment { offset: 0, len: 4, ends_message: false });
+        assert!(buf.take_segment(seg).is_none());
+        let mut out = [0u8; 4];
+        buf.copy_out(0, &mut out);
+        assert_eq!(&out, b"hell");
+        buf.ack_to(4);
+        assert_eq!(buf.free(), 4);
+        buf.end_message(b"m");
+        // 6 bytes to the end of the message; room for 7 - 3 = 4 with the record.
+        let seg = buf.peek_segment(7).unwrap();
+        assert_eq!(seg.len, 6);
+        assert!(!seg.ends_message);
+        buf.take_segment(seg);
+        // The message end now goes out as an empty packet with the record.
+        let seg = buf.peek_segment(7).unwrap();
+        assert_eq!(seg, Segment { offset: 10, len: 0, ends_message: true });
+        assert_eq!(buf.take_segment(seg).as_deref(), Some(&b"m"[..]));
+        assert!(!buf.has_unsent());
+    }
+
+    #[test]
+    fn copy_out_across_ring_wrap() {
+        let mut buf = SendBuffer::new(8);
+        buf.write(b"abcdefgh");
+        buf.ack_to(6);
+        buf.write(b"ijklmn");
+        let mut out = [0u8; 8];
+        buf.copy_out(6, &mut out);
+        assert_eq!(&out, b"ghijklmn");
+    }
+
+    #[test]
+    fn rewind_resends_syn_data() {
+        let mut buf = SendBuffer::new(100);
+        buf.write(b"early");
+        let seg = buf.peek_segment(100).unwrap();
+        buf.take_segment(seg);
+        assert!(!buf.has_unsent());
+        buf.rewind(0);
+        assert_eq!(buf.peek_segment(100).unwrap().len, 5);
+    }
+}

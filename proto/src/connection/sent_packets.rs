@@ -1,0 +1,177 @@
+//! Packets sent and not yet acknowledged, indexed by sequence number.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use crate::wire::{PacketType, SeqNr, HEADER_LEN};
+
+#[derive(Debug)]
+pub(crate) struct SentPacket {
+    pub(crate) kind: PacketType,
+    /// Stream offset of the payload in the send buffer.
+    pub(crate) offset: u64,
+    pub(crate) len: usize,
+    /// Metadata record of the message this packet ends.
+    pub(crate) meta: Option<Box<[u8]>>,
+    pub(crate) time_sent: Instant,
+    pub(crate) transmissions: u32,
+    /// Acknowledged by a selective ACK (kept until the cumulative ACK).
+    pub(crate) sacked: bool,
+    /// Declared lost: waiting to be sent again.
+    pub(crate) lost: bool,
+    /// Whether the congestion window limited sending when it went out.
+    pub(crate) window_limited: bool,
+}
+
+impl SentPacket {
+    /// Bytes this packet counts for in the window.
+    pub(crate) fn size(&self) -> usize {
+        self.len + HEADER_LEN
+    }
+
+    fn counts_in_flight(&self) -> bool {
+        !self.sacked && !self.lost
+    }
+}
+
+/// Packets in sequence order: `packets[i]` has sequence `first + i`.
+#[derive(Debug)]
+pub(crate) struct SentPackets {
+    first: SeqNr,
+    packets: VecDeque<SentPacket>,
+    bytes_in_flight: usize,
+}
+
+impl SentPackets {
+    pub(crate) fn new(first: SeqNr) -> Self {
+        SentPackets { first, packets: VecDeque::new(), bytes_in_flight: 0 }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    /// Sequence number of the oldest unacknowledged packet.
+    pub(crate) fn first_seq(&self) -> SeqNr {
+        self.first
+    }
+
+    /// Sequence number the next pushed packet gets.
+    pub(crate) fn next_seq(&self) -> SeqNr {
+        self.first + self.packets.len() as u16
+    }
+
+    pub(crate) fn bytes_in_flight(&self) -> usize {
+        self.bytes_in_flight
+    }
+
+    /// Records a new packet; returns its sequence number.
+    pub(crate) fn push(&mut self, packet: SentPacket) -> SeqNr {
+        let seq = self.next_seq();
+        if packet.counts_in_flight() {
+            self.bytes_in_flight += packet.size();
+        }
+        self.packets.push_back(packet);
+        seq
+    }
+
+    fn index(&self, seq: SeqNr) -> Option<usize> {
+        let i = usize::from(self.first.distance_to(seq));
+        (i < self.packets.len()).then_some(i)
+    }
+
+    pub(crate) fn get(&self, seq: SeqNr) -> Option<&SentPacket> {
+        self.index(seq).map(|i| &self.packets[i])
+    }
+
+    pub(crate) fn front(&self) -> Option<&SentPacket> {
+        self.packets.front()
+    }
+
+    /// Removes packets up to and including `ack_nr`; calls `f` on each.
+    pub(crate) fn ack_cumulative(&mut self, ack_nr: SeqNr, mut f: impl FnMut(SeqNr, SentPacket)) {
+        let Some(last) = self.index(ack_nr) else { return };
+        for _ in 0..=last {
+            let Some(p) = self.packets.pop_front() else { break };
+            let seq = self.first;
+            self.first = self.first.next();
+            if p.counts_in_flight() {
+                self.bytes_in_flight -= p.size();
+            }
+            f(seq, p);
+        }
+    }
+
+    /// Marks a packet selectively acknowledged; returns it if it was not
+    /// already.
+    pub(crate) fn sack(&mut self, seq: SeqNr) -> Option<&SentPacket> {
+        let i = self.index(seq)?;
+        let p = &mut self.packets[i];
+        if p.sacked {
+            return None;
+        }
+        if p.counts_in_flight() {
+            self.bytes_in_flight -= p.size();
+        }
+        p.sacked = true;
+        p.lost = false;
+        Some(&self.packets[i])
+    }
+
+    /// Declares a packet lost (it will be sent again). Returns `false` when it
+    /// was already lost or acknowledged.
+    pub(crate) fn mark_lost(&mut self, seq: SeqNr) -> bool {
+        let Some(i) = self.index(seq) else { return false };
+        let p = &mut self.packets[i];
+        if !p.counts_in_flight() {
+            return false;
+        }
+        self.bytes_in_flight -= p.size();
+        p.lost = true;
+        true
+    }
+
+    /// Declares every packet in flight lost (retransmission timeout).
+    pub(crate) fn mark_all_lost(&mut self) {
+        for p in &mut self.packets {
+            if !p.sacked {
+                p.lost = true;
+            }
+        }
+        self.bytes_in_flight = 0;
+    }
+
+    /// The oldest packet waiting to be sent again.
+    pub(crate) fn first_lost(&self) -> Option<SeqNr> {
+        self.packets.iter().position(|p| p.lost).map(|i| self.first + i as u16)
+    }
+
+    /// Records a (re)transmission of a lost packet.
+    pub(crate) fn on_resent(&mut self, seq: SeqNr, now: Instant, window_limited: bool) {
+        if let Some(i) = self.index(seq) {
+            let p = &mut self.packets[i];
+            if p.lost {
+                p.lost = false;
+                self.bytes_in_flight += p.size();
+            }
+            p.transmissions += 1;
+            p.time_sent = now;
+            p.window_limited = window_limited;
+        }
+    }
+
+    /// Sequence numbers of packets not acknowledged with at least
+    /// `threshold` selectively acknowledged packets after them: the
+    /// candidates for loss by SACK evidence. Returns the newest such packet.
+    pub(crate) fn sack_loss_horizon(&self, threshold: usize) -> Option<SeqNr> {
+        let mut sacked_after = 0;
+        for (i, p) in self.packets.iter().enumerate().rev() {
+            if p.sacked {
+                sacked_after += 1;
+            } else if sacked_after >= threshold {
+                return Some(self.first + i as u16);
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,593 @@
+//! All the connections of one UDP socket.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tracing::{debug, trace};
+
+use crate::config::{EndpointConfig, TransportConfig};
+use crate::connection::{Connection, Event};
+use crate::wire::{Error as WireError, PacketType, Repr, SeqNr, Timestamp, HEADER_LEN};
+
+/// Identifies a connection of an [`Endpoint`]. Valid until the connection is
+/// released with [`Endpoint::release`] and drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionHandle(pub usize);
+
+/// A datagram the endpoint wants sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// Bytes written at the start of the caller's buffer.
+    pub size: usize,
+    /// When set, the buffer holds several datagrams of this size (the last
+    /// may be shorter) for segmentation offload. This version always
+    /// produces one datagram per transmit.
+    pub segment_size: Option<usize>,
+}
+
+/// What became of an incoming datagram.
+#[derive(Debug)]
+pub enum DatagramEvent {
+    /// It belonged to a connection (which may now have output or events).
+    Connection(ConnectionHandle),
+    /// A new connection wants to be accepted: call [`Endpoint::accept`],
+    /// [`Endpoint::refuse`] or [`Endpoint::ignore`].
+    Incoming(Incoming),
+    /// A uTP packet that was dropped (unknown connection, malformed
+    /// extensions, over a limit) or answered with a RESET.
+    Dropped,
+    /// Not uTP at all: hand it to whatever else shares the socket (a DHT).
+    NotUtp,
+}
+
+/// A SYN waiting for the application's decision.
+#[derive(Debug)]
+pub struct Incoming {
+    remote: SocketAddr,
+    syn_id: u16,
+    syn: Vec<u8>,
+    received: Instant,
+}
+
+impl Incoming {
+    /// Who is connecting.
+    #[must_use]
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// When the SYN arrived.
+    #[must_use]
+    pub fn received(&self) -> Instant {
+        self.received
+    }
+}
+
+/// Why a dial could not start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectError {
+    /// The endpoint holds `max_connections` already.
+    #[error("too many connections")]
+    TooManyConnections,
+    /// Port 0, or an unspecified or multicast address.
+    #[error("invalid remote address {0}")]
+    InvalidRemote(SocketAddr),
+    /// No free connection id for this remote (65536 connections to it).
+    #[error("no free connection id for this peer")]
+    NoConnectionId,
+}
+
+/// Why an incoming connection could not be accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AcceptError {
+    /// The endpoint holds `max_connections` already.
+    #[error("too many connections")]
+    TooManyConnections,
+    /// Its connection id is now taken by another connection to that peer.
+    #[error("connection id already in use")]
+    IdInUse,
+    /// The SYN waited longer than the connect timeout.
+    #[error("the incoming connection expired before it was accepted")]
+    Expired,
+}
+
+#[derive(Debug)]
+struct Slot {
+    conn: Connection,
+    released: bool,
+    queued_send: bool,
+    queued_event: bool,
+    timeout: Option<Instant>,
+}
+
+/// Most RESETs queued for sending.
+const MAX_QUEUED_RESETS: usize = 64;
+
+/// The uTP endpoint: every connection over one UDP socket.
+///
+/// # Contract
+/// - Feed every received datagram to [`Endpoint::handle_datagram`]; it
+///   returns what it was ([`DatagramEvent`]). Hand back `NotUtp` datagrams
+///   to other protocols sharing the socket.
+/// - After handling input (ideally a whole batch of datagrams), call
+///   [`Endpoint::poll_transmit`] until it returns `None` and send each
+///   datagram; then [`Endpoint::poll_event`] until `None`; then arm a timer
+///   for [`Endpoint::poll_timeout`] and call [`Endpoint::handle_timeout`]
+///   when it fires.
+/// - Application commands go through [`Endpoint::connection_mut`]; poll
+///   transmits afterwards.
+/// - `now` must never go backwards.
+///
+/// ```
+/// use std::time::Instant;
+/// use utp_proto::{Endpoint, EndpointConfig};
+///
+/// let now = Instant::now();
+/// let mut client = Endpoint::new(EndpointConfig::default(), now);
+/// let server_addr = "127.0.0.1:4000".parse().unwrap();
+/// let handle = client.connect(now, server_addr, b"").unwrap();
+/// let mut buf = [0u8; 1500];
+/// let syn = client.poll_transmit(now, &mut buf).unwrap();
+/// assert_eq!(syn.destination, server_addr);
+/// assert_eq!(buf[0] >> 4, 4); // a SYN
+/// assert!(!client.connection(handle).unwrap().is_connected());
+/// ```
+#[derive(Debug)]
+pub struct Endpoint {
+    config: EndpointConfig,
+    epoch: Instant,
+    rng: SmallRng,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    live: usize,
+    by_key: HashMap<(SocketAddr, u16), usize>,
+    /// SYNs handed out as `Incoming` and not yet decided: (remote, syn id).
+    pending: HashMap<(SocketAddr, u16), Instant>,
+    send_queue: VecDeque<usize>,
+    event_queue: VecDeque<usize>,
+    timers: BinaryHeap<Reverse<(Instant, usize)>>,
+    resets: VecDeque<(SocketAddr, u16, SeqNr, SeqNr)>,
+    reset_tokens: f64,
+    reset_refill: Instant,
+    dropped: u64,
+}
+
+impl Endpoint {
+    /// A new endpoint. `now` fixes the origin of the microsecond
+    /// timestamps this endpoint sends.
+    #[must_use]
+    pub fn new(config: EndpointConfig, now: Instant) -> Self {
+        let rng = match config.rng_seed {
+            Some(seed) => SmallRng::seed_from_u64(seed),
+            None => SmallRng::from_entropy(),
+        };
+        let reset_tokens = f64::from(config.reset_rate);
+        Endpoint {
+            config,
+            epoch: now,
+            rng,
+            slots: Vec::new(),
+            free: Vec::new(),
+            live: 0,
+            by_key: HashMap::new(),
+            pending: HashMap::new(),
+            send_queue: VecDeque::new(),
+            event_queue: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            resets: VecDeque::new(),
+            reset_tokens,
+            reset_refill: now,
+            dropped: 0,
+        }
+    }
+
+    /// The endpoint's configuration.
+    #[must_use]
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Number of connections held (of all states, released ones that are
+    /// still closing included).
+    #[must_use]
+    pub fn connection_count(&self) -> usize {
+        self.live
+    }
+
+    /// uTP datagrams dropped so far (malformed, unknown connection, limits).
+    #[must_use]
+    pub fn dropped_datagrams(&self) -> u64 {
+        self.dropped
+    }
+
+    /// Starts a connection to `remote`. `syn_data` are the first bytes of
+    /// the stream; with the SYN-data extension enabled they ride on the SYN.
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        syn_data: &[u8],
+    ) -> Result<ConnectionHandle, ConnectError> {
+        self.connect_with(now, remote, syn_data, self.config.transport.clone())
+    }
+
+    /// Like [`Endpoint::connect`] with settings for this connection only.
+    pub fn connect_with(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        syn_data: &[u8],
+        config: Arc<TransportConfig>,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        if remote.port() == 0 || remote.ip().is_unspecified() || remote.ip().is_multicast() {
+            return Err(ConnectError::InvalidRemote(remote));
+        }
+        if self.live >= self.config.max_connections {
+            return Err(ConnectError::TooManyConnections);
+        }
+        let mut recv_id = None;
+        for _ in 0..64 {
+            let id: u16 = self.rng.gen();
+            if !self.by_key.contains_key(&(remote, id)) {
+                recv_id = Some(id);
+                break;
+            }
+        }
+        let recv_id = recv_id.ok_or(ConnectError::NoConnectionId)?;
+        let seq = SeqNr(self.rng.gen());
+        let conn =
+            Connection::new_outgoing(config, self.epoch, now, remote, recv_id, seq, syn_data);
+        Ok(self.insert(conn))
+    }
+
+    /// Accepts an incoming connection; its SYN-ACK goes out at the next
+    /// `poll_transmit`.
+    pub fn accept(
+        &mut self,
+        now: Instant,
+        incoming: Incoming,
+    ) -> Result<ConnectionHandle, AcceptError> {
+        self.pending.remove(&(incoming.remote, incoming.syn_id));
+        if now.saturating_duration_since(incoming.received) > self.config.transport.connect_timeout
+        {
+            return Err(AcceptError::Expired);
+        }
+        if self.live >= self.config.max_connections {
+            self.queue_reset_for(&incoming);
+            return Err(AcceptError::TooManyConnections);
+        }
+        if self.by_key.contains_key(&(incoming.remote, incoming.syn_id.wrapping_add(1))) {
+            return Err(AcceptError::IdInUse);
+        }
+        let Ok(syn) = Repr::parse_bytes(&incoming.syn) else {
+            // Parsed once already when it arrived.
+            return Err(AcceptError::Expired);
+        };
+        let syn_ack_seq = SeqNr(self.rng.gen());
+        let conn = Connection::new_incoming(
+            self.config.transport.clone(),
+            self.epoch,
+            now,
+            incoming.remote,
+            &syn,
+            syn_ack_seq,
+        );
+        Ok(self.insert(conn))
+    }
+
+    /// Refuses an incoming connection with a RESET.
+    pub fn refuse(&mut self, incoming: Incoming) {
+        self.pending.remove(&(incoming.remote, incoming.syn_id));
+        self.queue_reset_for(&incoming);
+    }
+
+    /// Drops an incoming connection silently (the peer's dial times out).
+    pub fn ignore(&mut self, incoming: Incoming) {
+        self.pending.remove(&(incoming.remote, incoming.syn_id));
+    }
+
+    fn queue_reset_for(&mut self, incoming: &Incoming) {
+        if let Ok(syn) = Repr::parse_bytes(&incoming.syn) {
+            self.queue_reset(incoming.received, incoming.remote, syn.connection_id, syn.seq_nr);
+        }
+    }
+
+    fn insert(&mut self, conn: Connection) -> ConnectionHandle {
+        let key = (conn.remote(), conn.recv_id());
+        let slot =
+            Slot { conn, released: false, queued_send: false, queued_event: false, timeout: None };
+        let index = match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        self.by_key.insert(key, index);
+        self.live += 1;
+        self.touch(index);
+        ConnectionHandle(index)
+    }
+
+    /// A connection, to query.
+    #[must_use]
+    pub fn connection(&self, handle: ConnectionHandle) -> Option<&Connection> {
+        self.slots.get(handle.0)?.as_ref().map(|s| &s.conn)
+    }
+
+    /// A connection, to command (write, read, shutdown, reset). Poll
+    /// transmits and events afterwards.
+    pub fn connection_mut(&mut self, handle: ConnectionHandle) -> Option<&mut Connection> {
+        if self.slots.get(handle.0)?.is_none() {
+            return None;
+        }
+        self.touch(handle.0);
+        self.slots[handle.0].as_mut().map(|s| &mut s.conn)
+    }
+
+    /// The application is done with a connection. An open one is shut down
+    /// gracefully (FIN after the data already written); it is forgotten once
+    /// closed.
+    pub fn release(&mut self, handle: ConnectionHandle) {
+        let Some(Some(slot)) = self.slots.get_mut(handle.0) else { return };
+        slot.released = true;
+        if !slot.conn.is_closed() {
+            slot.conn.shutdown();
+        }
+        self.touch(handle.0);
+    }
+
+    /// Queues a connection for transmit and event polling.
+    fn touch(&mut self, index: usize) {
+        if let Some(Some(slot)) = self.slots.get_mut(index) {
+            if !slot.queued_send {
+                slot.queued_send = true;
+                self.send_queue.push_back(index);
+            }
+            if !slot.queued_event {
+                slot.queued_event = true;
+                self.event_queue.push_back(index);
+            }
+        }
+    }
+
+    /// Re-reads a connection's timeout; frees it when drained and released.
+    fn reschedule(&mut self, index: usize) {
+        let Some(Some(slot)) = self.slots.get_mut(index) else { return };
+        if slot.released && slot.conn.is_drained() && !slot.queued_send && !slot.queued_event {
+            let key = (slot.conn.remote(), slot.conn.recv_id());
+            trace!(remote = %key.0, id = key.1, "connection freed");
+            self.by_key.remove(&key);
+            self.slots[index] = None;
+            self.free.push(index);
+            self.live -= 1;
+            return;
+        }
+        let t = slot.conn.poll_timeout();
+        if t != slot.timeout {
+            slot.timeout = t;
+            if let Some(t) = t {
+                self.timers.push(Reverse((t, index)));
+            }
+        }
+    }
+
+    /// Handles one datagram received from `remote`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        data: &[u8],
+    ) -> DatagramEvent {
+        let repr = match Repr::parse_bytes(data) {
+            Ok(r) => r,
+            Err(WireError::Truncated { .. } | WireError::BadVersion(_) | WireError::BadType(_)) => {
+                return DatagramEvent::NotUtp
+            }
+            Err(e) => {
+                trace!(%remote, error = %e, "malformed uTP packet");
+                self.dropped += 1;
+                return DatagramEvent::Dropped;
+            }
+        };
+        let id = repr.connection_id;
+        if repr.packet_type == PacketType::Syn {
+            return self.handle_syn(now, remote, &repr, data);
+        }
+        let index = match self.by_key.get(&(remote, id)) {
+            Some(&i) => Some(i),
+            None if repr.packet_type == PacketType::Reset => self.find_by_send_id(remote, id),
+            None => None,
+        };
+        match index {
+            Some(i) => {
+                if let Some(Some(slot)) = self.slots.get_mut(i) {
+                    slot.conn.handle_packet(now, &repr);
+                }
+                self.touch(i);
+                DatagramEvent::Connection(ConnectionHandle(i))
+            }
+            None => {
+                self.dropped += 1;
+                if repr.packet_type != PacketType::Reset {
+                    trace!(%remote, id, "packet for unknown connection");
+                    self.queue_reset(now, remote, id, repr.seq_nr);
+                }
+                DatagramEvent::Dropped
+            }
+        }
+    }
+
+    /// libutp accepts a RESET carrying either of a connection's ids.
+    fn find_by_send_id(&self, remote: SocketAddr, id: u16) -> Option<usize> {
+        [id.wrapping_add(1), id.wrapping_sub(1)].into_iter().find_map(|recv| {
+            let &i = self.by_key.get(&(remote, recv))?;
+            let slot = self.slots.get(i)?.as_ref()?;
+            (slot.conn.send_id() == id).then_some(i)
+        })
+    }
+
+    fn handle_syn(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        syn: &Repr<'_>,
+        data: &[u8],
+    ) -> DatagramEvent {
+        let id = syn.connection_id;
+        if let Some(&i) = self.by_key.get(&(remote, id.wrapping_add(1))) {
+            let Some(Some(slot)) = self.slots.get_mut(i) else { return DatagramEvent::Dropped };
+            if slot.conn.send_id() == id && slot.conn.side() == crate::Side::Acceptor {
+                // A retransmitted SYN: the connection answers it again.
+                slot.conn.handle_packet(now, syn);
+                self.touch(i);
+                return DatagramEvent::Connection(ConnectionHandle(i));
+            }
+            // The id collides with a connection of ours to that peer.
+            self.dropped += 1;
+            self.queue_reset(now, remote, id, syn.seq_nr);
+            return DatagramEvent::Dropped;
+        }
+        let timeout = self.config.transport.connect_timeout;
+        if let Some(&at) = self.pending.get(&(remote, id)) {
+            if now.saturating_duration_since(at) <= timeout {
+                // Retransmitted while the application decides.
+                return DatagramEvent::Dropped;
+            }
+        }
+        if self.pending.len() >= self.config.max_half_open {
+            self.pending.retain(|_, at| now.saturating_duration_since(*at) <= timeout);
+        }
+        if self.pending.len() >= self.config.max_half_open
+            || self.live + self.pending.len() >= self.config.max_connections
+        {
+            debug!(%remote, "refusing SYN: connection limit reached");
+            self.dropped += 1;
+            self.queue_reset(now, remote, id, syn.seq_nr);
+            return DatagramEvent::Dropped;
+        }
+        self.pending.insert((remote, id), now);
+        DatagramEvent::Incoming(Incoming { remote, syn_id: id, syn: data.to_vec(), received: now })
+    }
+
+    fn queue_reset(&mut self, now: Instant, remote: SocketAddr, id: u16, their_seq: SeqNr) {
+        let elapsed = now.saturating_duration_since(self.reset_refill).as_secs_f64();
+        self.reset_refill = now;
+        let rate = f64::from(self.config.reset_rate);
+        self.reset_tokens = (self.reset_tokens + elapsed * rate).min(rate.max(1.0));
+        if self.reset_tokens < 1.0 || self.resets.len() >= MAX_QUEUED_RESETS {
+            return;
+        }
+        self.reset_tokens -= 1.0;
+        let seq = SeqNr(self.rng.gen());
+        self.resets.push_back((remote, id, seq, their_seq));
+    }
+
+    /// The next datagram to send, written into `buf` (which should hold at
+    /// least the configured packet size, 1500 bytes is always enough).
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((remote, id, seq, ack)) = self.resets.pop_front() {
+            let mut repr = Repr::new(PacketType::Reset, id, seq, ack);
+            repr.timestamp =
+                Timestamp(now.saturating_duration_since(self.epoch).as_micros() as u32);
+            if let Ok(size) = repr.emit(buf) {
+                return Some(Transmit { destination: remote, size, segment_size: None });
+            }
+        }
+        while let Some(&index) = self.send_queue.front() {
+            let Some(Some(slot)) = self.slots.get_mut(index) else {
+                self.send_queue.pop_front();
+                continue;
+            };
+            if buf.len() < HEADER_LEN {
+                return None;
+            }
+            match slot.conn.poll_transmit(now, buf) {
+                Some(size) => {
+                    let destination = slot.conn.remote();
+                    // Round robin: the next packet comes from the next connection.
+                    self.send_queue.rotate_left(1);
+                    self.mark_events(index);
+                    return Some(Transmit { destination, size, segment_size: None });
+                }
+                None => {
+                    slot.queued_send = false;
+                    self.send_queue.pop_front();
+                    self.reschedule(index);
+                }
+            }
+        }
+        None
+    }
+
+    fn mark_events(&mut self, index: usize) {
+        if let Some(Some(slot)) = self.slots.get_mut(index) {
+            if !slot.queued_event {
+                slot.queued_event = true;
+                self.event_queue.push_back(index);
+            }
+        }
+    }
+
+    /// The next application event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<(ConnectionHandle, Event)> {
+        while let Some(&index) = self.event_queue.front() {
+            let Some(Some(slot)) = self.slots.get_mut(index) else {
+                self.event_queue.pop_front();
+                continue;
+            };
+            if let Some(event) = slot.conn.poll_event() {
+                return Some((ConnectionHandle(index), event));
+            }
+            slot.queued_event = false;
+            self.event_queue.pop_front();
+            self.reschedule(index);
+        }
+        None
+    }
+
+    /// When [`Endpoint::handle_timeout`] should be called next.
+    #[must_use]
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(&Reverse((t, index))) = self.timers.peek() {
+            match self.slots.get(index) {
+                Some(Some(slot)) if slot.timeout == Some(t) => return Some(t),
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        None
+    }
+
+    /// Runs every connection timer that expired at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&Reverse((t, index))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let Some(Some(slot)) = self.slots.get_mut(index) else { continue };
+            if slot.timeout != Some(t) {
+                continue;
+            }
+            slot.timeout = None;
+            slot.conn.handle_timeout(now);
+            self.touch(index);
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Shared test support: a network link model and a two-endpoint simulator.
+
+pub mod link;
+pub mod sim;

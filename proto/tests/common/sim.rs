@@ -1,0 +1,348 @@
+//! A deterministic two-endpoint simulator with a virtual clock.
+//!
+//! Two [`Endpoint`]s joined by two [`Link`]s (one per direction). The clock
+//! jumps to the next instant anything can happen: a datagram arriving or a
+//! timer of either endpoint. Applications are closures run at every step.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use utp_proto::{ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, Event, Incoming};
+
+use super::link::{Link, LinkConfig};
+
+/// One side of the simulation.
+pub struct Node {
+    pub endpoint: Endpoint,
+    pub addr: SocketAddr,
+    /// Events seen so far, in order.
+    pub events: Vec<(ConnectionHandle, Event)>,
+    /// Incoming connections not yet decided (when `auto_accept` is off).
+    pub incoming: VecDeque<Incoming>,
+    /// Accept every incoming connection at once.
+    pub auto_accept: bool,
+    /// Connections accepted so far.
+    pub accepted: Vec<ConnectionHandle>,
+    /// Datagrams that were not uTP.
+    pub not_utp: usize,
+    pub sent_datagrams: usize,
+}
+
+impl Node {
+    fn new(config: EndpointConfig, addr: SocketAddr, now: Instant) -> Self {
+        Node {
+            endpoint: Endpoint::new(config, now),
+            addr,
+            events: Vec::new(),
+            incoming: VecDeque::new(),
+            auto_accept: true,
+            accepted: Vec::new(),
+            not_utp: 0,
+            sent_datagrams: 0,
+        }
+    }
+
+    pub fn saw(&self, handle: ConnectionHandle, event: Event) -> bool {
+        self.events.iter().any(|&(h, e)| h == handle && e == event)
+    }
+}
+
+/// Which node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    A,
+    B,
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub start: Instant,
+    pub a: Node,
+    pub b: Node,
+    /// A -> B.
+    pub ab: Link,
+    /// B -> A.
+    pub ba: Link,
+    buf: Vec<u8>,
+}
+
+pub fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("address")
+}
+
+impl Sim {
+    /// Two endpoints with the given configs and links.
+    pub fn new(
+        a_config: EndpointConfig,
+        b_config: EndpointConfig,
+        ab: LinkConfig,
+        ba: LinkConfig,
+        seed: u64,
+    ) -> Self {
+        let start = Instant::now();
+        let mut a_config = a_config;
+        let mut b_config = b_config;
+        a_config.rng_seed.get_or_insert(seed.wrapping_mul(31).wrapping_add(1));
+        b_config.rng_seed.get_or_insert(seed.wrapping_mul(37).wrapping_add(2));
+        Sim {
+            now: start,
+            start,
+            a: Node::new(a_config, addr("10.0.0.1:5000"), start),
+            b: Node::new(b_config, addr("10.0.0.2:6000"), start),
+            ab: Link::new(ab, seed.wrapping_mul(41).wrapping_add(3)),
+            ba: Link::new(ba, seed.wrapping_mul(43).wrapping_add(4)),
+            buf: vec![0u8; 65536],
+        }
+    }
+
+    /// Same config and link both ways.
+    pub fn symmetric(config: EndpointConfig, link: LinkConfig, seed: u64) -> Self {
+        Self::new(config.clone(), config, link.clone(), link, seed)
+    }
+
+    pub fn node(&mut self, side: Side) -> &mut Node {
+        match side {
+            Side::A => &mut self.a,
+            Side::B => &mut self.b,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    /// A dials B.
+    pub fn connect(&mut self, syn_data: &[u8]) -> ConnectionHandle {
+        let b = self.b.addr;
+        self.a.endpoint.connect(self.now, b, syn_data).expect("connect")
+    }
+
+    /// Processes everything due now: arrivals, timers, transmits, events.
+    /// Returns `true` if anything happened.
+    pub fn step_now(&mut self) -> bool {
+        let mut progress = false;
+        // Arrivals.
+        while let Some(d) = self.ab.poll_recv(self.now) {
+            progress = true;
+            deliver(&mut self.b, self.a.addr, self.now, &d);
+        }
+        while let Some(d) = self.ba.poll_recv(self.now) {
+            progress = true;
+            deliver(&mut self.a, self.b.addr, self.now, &d);
+        }
+        for (node, link) in [(&mut self.a, &mut self.ab), (&mut self.b, &mut self.ba)] {
+            if node.endpoint.poll_timeout().is_some_and(|t| t <= self.now) {
+                node.endpoint.handle_timeout(self.now);
+                progress = true;
+            }
+            while let Some(t) = node.endpoint.poll_transmit(self.now, &mut self.buf) {
+                assert!(t.size <= 1500 || t.size <= self.buf.len());
+                link.send(self.now, self.buf[..t.size].to_vec());
+                node.sent_datagrams += 1;
+                progress = true;
+            }
+            while let Some(ev) = node.endpoint.poll_event() {
+                node.events.push(ev);
+                progress = true;
+            }
+        }
+        progress
+    }
+
+    /// The next instant something is scheduled.
+    pub fn next_wakeup(&mut self) -> Option<Instant> {
+        [
+            self.ab.next_delivery(),
+            self.ba.next_delivery(),
+            self.a.endpoint.poll_timeout(),
+            self.b.endpoint.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Runs `app` and the network until `done` holds or `limit` of virtual
+    /// time has passed; returns whether `done` held.
+    pub fn run_until(
+        &mut self,
+        limit: Duration,
+        mut app: impl FnMut(&mut Sim),
+        mut done: impl FnMut(&mut Sim) -> bool,
+    ) -> bool {
+        let deadline = self.now + limit;
+        loop {
+            // Settle everything due now (apps may generate more output).
+            for _ in 0..10_000 {
+                app(self);
+                if !self.step_now() {
+                    break;
+                }
+            }
+            if done(self) {
+                return true;
+            }
+            let Some(next) = self.next_wakeup() else {
+                // Nothing scheduled: let the app have one more go.
+                app(self);
+                if self.step_now() {
+                    continue;
+                }
+                return done(self);
+            };
+            if next > deadline {
+                self.now = deadline;
+                self.step_now();
+                return done(self);
+            }
+            self.now = self.now.max(next);
+        }
+    }
+
+    /// Runs the network with no application for `d`.
+    pub fn run_for(&mut self, d: Duration) {
+        self.run_until(d, |_| {}, |_| false);
+    }
+}
+
+fn deliver(node: &mut Node, from: SocketAddr, now: Instant, data: &[u8]) {
+    match node.endpoint.handle_datagram(now, from, data) {
+        DatagramEvent::Incoming(inc) => {
+            if node.auto_accept {
+                let h = node.endpoint.accept(now, inc).expect("accept");
+                node.accepted.push(h);
+            } else {
+                node.incoming.push_back(inc);
+            }
+        }
+        DatagramEvent::NotUtp => node.not_utp += 1,
+        DatagramEvent::Connection(_) | DatagramEvent::Dropped => {}
+    }
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A one-way or two-way bulk transfer driven through the endpoints' API.
+pub struct Transfer {
+    pub conn: ConnectionHandle,
+    pub to_send: Vec<u8>,
+    pub sent: usize,
+    pub received: Vec<u8>,
+    pub eof: bool,
+    pub shutdown_when_done: bool,
+    pub shut: bool,
+}
+
+impl Transfer {
+    pub fn new(conn: ConnectionHandle, to_send: Vec<u8>) -> Self {
+        Transfer {
+            conn,
+            to_send,
+            sent: 0,
+            received: Vec::new(),
+            eof: false,
+            shutdown_when_done: true,
+            shut: false,
+        }
+    }
+
+    /// Writes what fits, reads what is there.
+    pub fn pump(&mut self, ep: &mut Endpoint) {
+        let Some(c) = ep.connection_mut(self.conn) else { return };
+        while self.sent < self.to_send.len() {
+            match c.write(&self.to_send[self.sent..]) {
+                Ok(n) => self.sent += n,
+                Err(_) => break,
+            }
+        }
+        if self.sent == self.to_send.len() && self.shutdown_when_done && !self.shut {
+            c.shutdown();
+            self.shut = true;
+        }
+        let mut buf = [0u8; 16384];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => {
+                    self.eof = true;
+                    break;
+                }
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+/// Transfers `a_to_b` bytes from A to B and `b_to_a` from B to A over one
+/// connection; returns the two transfers (A's, B's) once both have seen EOF
+/// and both FINs are acknowledged, or panics after `limit`.
+pub fn exchange(
+    sim: &mut Sim,
+    a_to_b: usize,
+    b_to_a: usize,
+    limit: Duration,
+) -> (Transfer, Transfer) {
+    use std::cell::RefCell;
+    let conn = sim.connect(b"");
+    let ta = RefCell::new(Transfer::new(conn, pattern(a_to_b, 1)));
+    let tb: RefCell<Option<Transfer>> = RefCell::new(None);
+    let b_data = pattern(b_to_a, 2);
+    let ok = sim.run_until(
+        limit,
+        |sim| {
+            ta.borrow_mut().pump(&mut sim.a.endpoint);
+            let mut tb = tb.borrow_mut();
+            if tb.is_none() {
+                if let Some(&h) = sim.b.accepted.first() {
+                    *tb = Some(Transfer::new(h, b_data.clone()));
+                }
+            }
+            if let Some(tb) = tb.as_mut() {
+                tb.pump(&mut sim.b.endpoint);
+            }
+        },
+        |sim| {
+            let a_done =
+                ta.borrow().eof && sim.a.endpoint.connection(conn).is_some_and(|c| c.is_finished());
+            let b_done = tb.borrow().as_ref().is_some_and(|tb| {
+                tb.eof && sim.b.endpoint.connection(tb.conn).is_some_and(|c| c.is_finished())
+            });
+            a_done && b_done
+        },
+    );
+    let ta = ta.into_inner();
+    let tb = tb.into_inner().expect("B accepted a connection");
+    assert!(
+        ok,
+        "transfer did not finish within {limit:?}: A sent {}/{} got {}/{} eof={}, B sent {}/{} got {}/{} eof={}\nA stats {:?}\nB stats {:?}",
+        ta.sent,
+        a_to_b,
+        ta.received.len(),
+        b_to_a,
+        ta.eof,
+        tb.sent,
+        b_to_a,
+        tb.received.len(),
+        a_to_b,
+        tb.eof,
+        sim.a.endpoint.connection(conn).map(|c| c.stats()),
+        sim.b.endpoint.connection(tb.conn).map(|c| c.stats()),
+    );
+    assert!(tb.received == ta.to_send, "B received different bytes than A sent");
+    assert!(ta.received == tb.to_send, "A received different bytes than B sent");
+    (ta, tb)
+}

@@ -1,0 +1,7 @@
+//! Simulator tests of the connection engine: two endpoints over impaired
+//! links, virtual time.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod basic;
