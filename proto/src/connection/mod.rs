@@ -197,6 +197,9 @@ pub struct Connection {
     /// Losses of packets before this number belong to a loss event already
     /// reported to the controller.
     recovery_end: Option<SeqNr>,
+    /// Packets before this one were fast-retransmitted already: selective
+    /// ACKs do not declare them lost again (only a timeout does).
+    fast_resend_from: SeqNr,
     packet_size: usize,
     /// A zero-window probe may go out regardless of the peer's window.
     probe_allowed: bool,
@@ -343,6 +346,7 @@ impl Connection {
             peer_wnd: 0,
             dup_acks: 0,
             recovery_end: None,
+            fast_resend_from: first_seq,
             packet_size,
             probe_allowed: false,
             persist_wanted: false,
@@ -644,6 +648,7 @@ impl Connection {
         }
         trace!(remote = %self.remote, n = self.timeouts_in_row, "retransmission timeout");
         self.sent.mark_all_lost();
+        self.fast_resend_from = self.sent.first_seq();
         self.cc.on_timeout(now);
         self.recovery_end = Some(self.sent.next_seq());
         self.dup_acks = 0;
@@ -866,9 +871,10 @@ impl Connection {
         {
             self.dup_acks += 1;
             self.stats.duplicate_acks += 1;
-            if self.dup_acks == 3 {
+            if self.dup_acks == 3 && !first.is_before(self.fast_resend_from) {
                 trace!(remote = %self.remote, seq = %first, "three duplicate ACKs");
                 self.declare_lost(now, first);
+                self.fast_resend_from = first.next();
             }
         }
 
@@ -884,7 +890,13 @@ impl Connection {
             }
             if let Some(horizon) = self.sent.sack_loss_horizon(REORDER_THRESHOLD) {
                 let mut seq = self.sent.first_seq();
-                while seq != horizon.next() {
+                if seq.is_before(self.fast_resend_from) {
+                    seq = self.fast_resend_from;
+                }
+                if !horizon.is_before(seq) {
+                    self.fast_resend_from = horizon.next();
+                }
+                while seq.is_before(horizon.next()) {
                     if self.sent.get(seq).is_some_and(|p| !p.sacked && !p.lost) {
                         self.declare_lost(now, seq);
                     }

@@ -40,11 +40,13 @@ pub(crate) struct SentPackets {
     first: SeqNr,
     packets: VecDeque<SentPacket>,
     bytes_in_flight: usize,
+    /// Packets marked lost and not yet sent again.
+    lost: usize,
 }
 
 impl SentPackets {
     pub(crate) fn new(first: SeqNr) -> Self {
-        SentPackets { first, packets: VecDeque::new(), bytes_in_flight: 0 }
+        SentPackets { first, packets: VecDeque::new(), bytes_in_flight: 0, lost: 0 }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -71,6 +73,7 @@ impl SentPackets {
         if packet.counts_in_flight() {
             self.bytes_in_flight += packet.size();
         }
+        self.lost += usize::from(packet.lost);
         self.packets.push_back(packet);
         seq
     }
@@ -98,6 +101,7 @@ impl SentPackets {
             if p.counts_in_flight() {
                 self.bytes_in_flight -= p.size();
             }
+            self.lost -= usize::from(p.lost);
             f(seq, p);
         }
     }
@@ -114,7 +118,10 @@ impl SentPackets {
             self.bytes_in_flight -= p.size();
         }
         p.sacked = true;
-        p.lost = false;
+        if p.lost {
+            p.lost = false;
+            self.lost -= 1;
+        }
         Some(&self.packets[i])
     }
 
@@ -128,14 +135,16 @@ impl SentPackets {
         }
         self.bytes_in_flight -= p.size();
         p.lost = true;
+        self.lost += 1;
         true
     }
 
     /// Declares every packet in flight lost (retransmission timeout).
     pub(crate) fn mark_all_lost(&mut self) {
         for p in &mut self.packets {
-            if !p.sacked {
+            if !p.sacked && !p.lost {
                 p.lost = true;
+                self.lost += 1;
             }
         }
         self.bytes_in_flight = 0;
@@ -143,6 +152,9 @@ impl SentPackets {
 
     /// The oldest packet waiting to be sent again.
     pub(crate) fn first_lost(&self) -> Option<SeqNr> {
+        if self.lost == 0 {
+            return None;
+        }
         self.packets.iter().position(|p| p.lost).map(|i| self.first + i as u16)
     }
 
@@ -152,6 +164,7 @@ impl SentPackets {
             let p = &mut self.packets[i];
             if p.lost {
                 p.lost = false;
+                self.lost -= 1;
                 self.bytes_in_flight += p.size();
             }
             p.transmissions += 1;

@@ -57,6 +57,9 @@ pub enum Side {
     B,
 }
 
+/// Sees every datagram sent (from which side); returning `true` drops it.
+pub type Filter = Box<dyn FnMut(Side, &[u8]) -> bool>;
+
 pub struct Sim {
     pub now: Instant,
     pub start: Instant,
@@ -66,6 +69,8 @@ pub struct Sim {
     pub ab: Link,
     /// B -> A.
     pub ba: Link,
+    /// Sees every datagram sent (from which side); returning `true` drops it.
+    pub filter: Option<Filter>,
     buf: Vec<u8>,
 }
 
@@ -82,7 +87,21 @@ impl Sim {
         ba: LinkConfig,
         seed: u64,
     ) -> Self {
-        let start = Instant::now();
+        Self::new_at(a_config, b_config, ab, ba, seed, Duration::ZERO)
+    }
+
+    /// Like [`Sim::new`], with the virtual clock starting `offset` after the
+    /// endpoints' epoch (to test timestamps near their wrap point).
+    pub fn new_at(
+        a_config: EndpointConfig,
+        b_config: EndpointConfig,
+        ab: LinkConfig,
+        ba: LinkConfig,
+        seed: u64,
+        offset: Duration,
+    ) -> Self {
+        let epoch = Instant::now();
+        let start = epoch + offset;
         let mut a_config = a_config;
         let mut b_config = b_config;
         a_config.rng_seed.get_or_insert(seed.wrapping_mul(31).wrapping_add(1));
@@ -90,10 +109,11 @@ impl Sim {
         Sim {
             now: start,
             start,
-            a: Node::new(a_config, addr("10.0.0.1:5000"), start),
-            b: Node::new(b_config, addr("10.0.0.2:6000"), start),
+            a: Node::new(a_config, addr("10.0.0.1:5000"), epoch),
+            b: Node::new(b_config, addr("10.0.0.2:6000"), epoch),
             ab: Link::new(ab, seed.wrapping_mul(41).wrapping_add(3)),
             ba: Link::new(ba, seed.wrapping_mul(43).wrapping_add(4)),
+            filter: None,
             buf: vec![0u8; 65536],
         }
     }
@@ -133,15 +153,32 @@ impl Sim {
             progress = true;
             deliver(&mut self.a, self.b.addr, self.now, &d);
         }
-        for (node, link) in [(&mut self.a, &mut self.ab), (&mut self.b, &mut self.ba)] {
+        for (side, node, link) in
+            [(Side::A, &mut self.a, &mut self.ab), (Side::B, &mut self.b, &mut self.ba)]
+        {
             if node.endpoint.poll_timeout().is_some_and(|t| t <= self.now) {
                 node.endpoint.handle_timeout(self.now);
                 progress = true;
             }
+            let mut burst = 0usize;
             while let Some(t) = node.endpoint.poll_transmit(self.now, &mut self.buf) {
-                assert!(t.size <= 1500 || t.size <= self.buf.len());
-                link.send(self.now, self.buf[..t.size].to_vec());
+                let datagram = &self.buf[..t.size];
+                burst += 1;
+                assert!(
+                    burst < 100_000,
+                    "{side:?} sent 100000 datagrams at one instant; last: {}",
+                    utp_proto::wire::Repr::parse_bytes(datagram)
+                        .map(|r| r.to_string())
+                        .unwrap_or_default()
+                );
                 node.sent_datagrams += 1;
+                progress = true;
+                if let Some(filter) = self.filter.as_mut() {
+                    if filter(side, datagram) {
+                        continue;
+                    }
+                }
+                link.send(self.now, datagram.to_vec());
                 progress = true;
             }
             while let Some(ev) = node.endpoint.poll_event() {

@@ -5,3 +5,5 @@
 mod common;
 
 mod basic;
+mod handshake;
+mod transfer;

@@ -1,0 +1,164 @@
+//! Handshake: losses, duplicates, timeouts, refusal.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use utp_proto::wire::{PacketType, Repr};
+use utp_proto::{ConnectionError, EndpointConfig, Event};
+
+use crate::common::link::LinkConfig;
+use crate::common::sim::{exchange, Side, Sim};
+
+fn lan() -> LinkConfig {
+    LinkConfig::ideal().with_latency(Duration::from_millis(10))
+}
+
+fn kind(d: &[u8]) -> Option<PacketType> {
+    Repr::parse_bytes(d).ok().map(|r| r.packet_type)
+}
+
+type Log = Rc<RefCell<Vec<(Side, Vec<u8>)>>>;
+
+/// Records every datagram; drops the `nth` (0-based) one of `drop_kind` sent by `drop_side`.
+fn drop_nth(sim: &mut Sim, drop_side: Side, drop_kind: PacketType, nth: usize) -> Log {
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let mut seen = 0;
+    sim.filter = Some(Box::new(move |side, d| {
+        l.borrow_mut().push((side, d.to_vec()));
+        if side == drop_side && kind(d) == Some(drop_kind) {
+            seen += 1;
+            return seen == nth + 1;
+        }
+        false
+    }));
+    log
+}
+
+fn connected(sim: &mut Sim, limit: Duration) -> bool {
+    sim.run_until(limit, |_| {}, |sim| sim.a.events.iter().any(|&(_, e)| e == Event::Connected))
+}
+
+#[test]
+fn syn_lost_is_retransmitted() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 10);
+    drop_nth(&mut sim, Side::A, PacketType::Syn, 0);
+    sim.connect(b"");
+    assert!(connected(&mut sim, Duration::from_secs(10)));
+    // SYN RTO is one second, then one round trip.
+    assert_eq!(sim.elapsed(), Duration::from_millis(1020));
+    assert_eq!(sim.b.accepted.len(), 1);
+}
+
+#[test]
+fn syn_ack_lost_gets_identical_answer() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 11);
+    let log = drop_nth(&mut sim, Side::B, PacketType::State, 0);
+    sim.connect(b"");
+    assert!(connected(&mut sim, Duration::from_secs(10)));
+    assert_eq!(sim.b.accepted.len(), 1, "a retransmitted SYN must not open a second connection");
+    let syn_acks: Vec<Repr<'_>> = Vec::new();
+    let log = log.borrow();
+    let mut syn_acks = syn_acks;
+    for (side, d) in log.iter() {
+        if *side == Side::B {
+            let r = Repr::parse_bytes(d).unwrap();
+            if r.packet_type == PacketType::State {
+                syn_acks.push(r);
+            }
+        }
+    }
+    assert!(syn_acks.len() >= 2);
+    assert_eq!(syn_acks[0].seq_nr, syn_acks[1].seq_nr);
+    assert_eq!(syn_acks[0].ack_nr, syn_acks[1].ack_nr);
+    assert_eq!(syn_acks[0].connection_id, syn_acks[1].connection_id);
+}
+
+#[test]
+fn duplicated_syn_opens_one_connection() {
+    let link = lan().with_duplicate(1.0);
+    let mut sim = Sim::symmetric(EndpointConfig::default(), link, 12);
+    exchange(&mut sim, 50_000, 50_000, Duration::from_secs(30));
+    assert_eq!(sim.b.accepted.len(), 1);
+}
+
+#[test]
+fn handshake_survives_heavy_loss() {
+    for seed in 0..20 {
+        let link = lan().with_loss(0.5);
+        let mut sim = Sim::symmetric(EndpointConfig::default(), link, 100 + seed);
+        let c = sim.connect(b"");
+        let ok = connected(&mut sim, Duration::from_secs(15));
+        let conn = sim.a.endpoint.connection(c).unwrap();
+        // Either connected, or failed cleanly with a timeout.
+        assert!(ok || conn.error() == Some(ConnectionError::TimedOut), "seed {seed}");
+        assert!(sim.b.accepted.len() <= 1, "seed {seed}: one SYN, one connection");
+    }
+}
+
+#[test]
+fn connect_times_out() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 13);
+    sim.filter = Some(Box::new(|side, _| side == Side::A));
+    let c = sim.connect(b"");
+    let done = sim.run_until(
+        Duration::from_secs(60),
+        |_| {},
+        |sim| sim.a.events.iter().any(|&(_, e)| e == Event::Closed),
+    );
+    assert!(done);
+    let conn = sim.a.endpoint.connection(c).unwrap();
+    assert_eq!(conn.error(), Some(ConnectionError::TimedOut));
+    // The default connect timeout.
+    assert_eq!(sim.elapsed(), Duration::from_secs(15));
+    assert!(sim.a.sent_datagrams >= 4, "SYN retransmitted with backoff");
+    assert!(sim.a.sent_datagrams <= 6, "but not flooded: {}", sim.a.sent_datagrams);
+}
+
+#[test]
+fn refused_connection() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 14);
+    sim.b.auto_accept = false;
+    let c = sim.connect(b"");
+    let done = sim.run_until(
+        Duration::from_secs(5),
+        |sim| {
+            while let Some(inc) = sim.b.incoming.pop_front() {
+                sim.b.endpoint.refuse(inc);
+            }
+        },
+        |sim| sim.a.events.iter().any(|&(_, e)| e == Event::Closed),
+    );
+    assert!(done);
+    assert_eq!(sim.a.endpoint.connection(c).unwrap().error(), Some(ConnectionError::Refused));
+    assert_eq!(sim.elapsed(), Duration::from_millis(20));
+}
+
+#[test]
+fn unknown_connection_gets_reset() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 15);
+    let (ta, tb) = exchange(&mut sim, 1000, 1000, Duration::from_secs(5));
+    // B forgets the connection entirely once released and drained.
+    sim.b.endpoint.release(tb.conn);
+    sim.a.endpoint.release(ta.conn);
+    sim.run_for(Duration::from_secs(30));
+    assert_eq!(sim.b.endpoint.connection_count(), 0);
+    assert_eq!(sim.a.endpoint.connection_count(), 0);
+}
+
+#[test]
+fn not_utp_is_handed_back() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 16);
+    let now = sim.now;
+    let from = sim.a.addr;
+    // A bencoded DHT query.
+    let ev = sim.b.endpoint.handle_datagram(
+        now,
+        from,
+        b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe",
+    );
+    assert!(matches!(ev, utp_proto::DatagramEvent::NotUtp));
+    let ev = sim.b.endpoint.handle_datagram(now, from, b"");
+    assert!(matches!(ev, utp_proto::DatagramEvent::NotUtp));
+}
