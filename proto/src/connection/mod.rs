@@ -190,8 +190,11 @@ pub struct Connection {
     local_fin: LocalFin,
     cc: Box<dyn Controller>,
     rtt: RttEstimator,
-    /// Consecutive retransmission timeouts.
+    /// Consecutive retransmission timeouts (drives the backoff).
     timeouts_in_row: u32,
+    /// Retransmission timeouts since anything arrived from the peer (drives
+    /// giving up: a peer that answers with a zero window is alive).
+    timeouts_unanswered: u32,
     peer_wnd: usize,
     dup_acks: u32,
     /// Losses of packets before this number belong to a loss event already
@@ -343,6 +346,7 @@ impl Connection {
             cc,
             rtt: RttEstimator::new(),
             timeouts_in_row: 0,
+            timeouts_unanswered: 0,
             peer_wnd: 0,
             dup_acks: 0,
             recovery_end: None,
@@ -640,8 +644,11 @@ impl Connection {
             return;
         }
         self.timeouts_in_row += 1;
+        self.timeouts_unanswered += 1;
         self.stats.timeouts += 1;
-        if self.state != State::SynSent && self.timeouts_in_row > self.config.max_retransmissions {
+        if self.state != State::SynSent
+            && self.timeouts_unanswered > self.config.max_retransmissions
+        {
             debug!(remote = %self.remote, "too many retransmission timeouts");
             self.close(Some(ConnectionError::TimedOut));
             return;
@@ -726,6 +733,7 @@ impl Connection {
         }
 
         self.on_timestamp(now, pkt.timestamp);
+        self.timeouts_unanswered = 0;
         self.peer_wnd = pkt.wnd_size as usize;
         if self.peer_wnd > 0 {
             self.timers.stop(Timer::Persist);
@@ -1232,7 +1240,7 @@ impl Connection {
         self.stats.bytes_sent += payload_len as u64;
         self.last_send = now;
         if let Some(interval) = self.config.keepalive_interval {
-            if self.state == State::Established {
+            if matches!(self.state, State::SynRecv | State::Established) {
                 self.timers.set(Timer::KeepAlive, now + interval);
             }
         }

@@ -10,6 +10,9 @@ use crate::wire::SeqNr;
 /// the selective ACK at 32 bytes... of which at most 1024 bits are used.
 pub(crate) const MAX_REORDER: usize = 1024;
 
+/// How far one packet may push the buffer past its capacity.
+const MAX_PACKET_SLACK: usize = 1500;
+
 /// Bytes of selective ACK bitmask at most (multiple of 4): 256 packets.
 pub(crate) const MAX_SACK_BYTES: usize = 32;
 
@@ -113,9 +116,9 @@ impl RecvBuffer {
         if index >= MAX_REORDER {
             return Arrival::Dropped;
         }
-        // Bound memory: one packet of slack past the advertised window, so
-        // that a sender that filled the window exactly is never penalised.
-        if payload.len() > self.window() + crate::wire::HEADER_LEN + 1500 {
+        // Bound memory: the buffer may exceed its capacity by one packet at
+        // most (a zero-window probe, or a sender rounding up to a packet).
+        if self.data.len() + self.held_bytes + payload.len() > self.capacity + MAX_PACKET_SLACK {
             return Arrival::Dropped;
         }
         if fin {

@@ -210,30 +210,37 @@ impl Sim {
         mut app: impl FnMut(&mut Sim),
         mut done: impl FnMut(&mut Sim) -> bool,
     ) -> bool {
+        self.run(limit, |sim| {
+            app(sim);
+            done(sim)
+        })
+    }
+
+    /// Runs `step` (the application: it acts, then says whether it is done)
+    /// and the network until `step` returns `true` or `limit` of virtual
+    /// time has passed; returns whether it finished.
+    pub fn run(&mut self, limit: Duration, mut step: impl FnMut(&mut Sim) -> bool) -> bool {
         let deadline = self.now + limit;
         loop {
-            // Settle everything due now (apps may generate more output).
+            // Settle everything due now (the application may produce more output).
+            let mut done = false;
             for _ in 0..10_000 {
-                app(self);
+                done = step(self);
                 if !self.step_now() {
                     break;
                 }
             }
-            if done(self) {
+            if done || step(self) {
                 return true;
             }
             let Some(next) = self.next_wakeup() else {
-                // Nothing scheduled: let the app have one more go.
-                app(self);
-                if self.step_now() {
-                    continue;
-                }
-                return done(self);
+                // Nothing scheduled: the application had its chance.
+                return false;
             };
             if next > deadline {
                 self.now = deadline;
                 self.step_now();
-                return done(self);
+                return step(self);
             }
             self.now = self.now.max(next);
         }

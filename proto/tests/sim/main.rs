@@ -5,5 +5,7 @@
 mod common;
 
 mod basic;
+mod close;
 mod handshake;
+mod scale;
 mod transfer;

@@ -1,0 +1,270 @@
+//! Closing: FIN orders, half-close, RESET, timeouts, keepalive, windows.
+
+use std::cell::RefCell;
+use std::time::Duration;
+
+use utp_proto::wire::{PacketType, Repr};
+use utp_proto::{ConnectionError, ConnectionHandle, EndpointConfig, Event, TransportConfig};
+
+use crate::common::link::LinkConfig;
+use crate::common::sim::{pattern, Side, Sim, Transfer};
+
+const MIB: usize = 1 << 20;
+
+fn lan() -> LinkConfig {
+    LinkConfig::ideal().with_latency(Duration::from_millis(10))
+}
+
+fn config(f: impl FnOnce(&mut TransportConfig)) -> EndpointConfig {
+    let mut t = TransportConfig::default();
+    f(&mut t);
+    EndpointConfig { transport: t.into(), ..EndpointConfig::default() }
+}
+
+/// Connects A to B and returns (A's handle, B's handle).
+fn established(sim: &mut Sim) -> (ConnectionHandle, ConnectionHandle) {
+    let a = sim.connect(b"");
+    assert!(sim.run_until(
+        Duration::from_secs(5),
+        |_| {},
+        |s| !s.b.accepted.is_empty()
+            && s.a.endpoint.connection(a).is_some_and(|c| c.is_connected())
+    ));
+    (a, sim.b.accepted[0])
+}
+
+fn read_all(sim: &mut Sim, side: Side, h: ConnectionHandle, into: &mut Vec<u8>) -> Option<bool> {
+    let conn = sim.node(side).endpoint.connection_mut(h)?;
+    let mut buf = [0u8; 8192];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return Some(true),
+            Ok(n) => into.extend_from_slice(&buf[..n]),
+            Err(_) => return Some(false),
+        }
+    }
+}
+
+#[test]
+fn fin_from_a_first_then_b() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 40);
+    let (a, b) = established(&mut sim);
+    let a_data = pattern(100_000, 1);
+    let b_data = pattern(80_000, 2);
+    let ta = RefCell::new(Transfer::new(a, a_data.clone()));
+    let tb = RefCell::new(Transfer::new(b, b_data.clone()));
+    // B only starts writing (and closing) once it has read A's whole stream.
+    tb.borrow_mut().shutdown_when_done = true;
+    let ok = sim.run_until(
+        Duration::from_secs(30),
+        |sim| {
+            ta.borrow_mut().pump(&mut sim.a.endpoint);
+            let mut tb = tb.borrow_mut();
+            if !tb.eof {
+                let sent = tb.sent;
+                tb.sent = tb.to_send.len(); // hold B's writes back
+                tb.shut = true;
+                tb.pump(&mut sim.b.endpoint);
+                tb.sent = sent;
+                tb.shut = false;
+            } else {
+                tb.pump(&mut sim.b.endpoint);
+            }
+        },
+        |sim| {
+            ta.borrow().eof
+                && tb.borrow().eof
+                && sim.a.endpoint.connection(a).is_some_and(|c| c.is_finished())
+                && sim.b.endpoint.connection(b).is_some_and(|c| c.is_finished())
+        },
+    );
+    assert!(ok);
+    assert_eq!(tb.borrow().received, a_data);
+    assert_eq!(ta.borrow().received, b_data);
+    // Both linger, then close without error.
+    sim.run_for(Duration::from_secs(15));
+    for (side, h) in [(Side::A, a), (Side::B, b)] {
+        let c = sim.node(side).endpoint.connection(h).unwrap();
+        assert!(c.is_closed(), "{side:?} closed after lingering");
+        assert_eq!(c.error(), None);
+    }
+}
+
+#[test]
+fn half_close_with_data_flowing_back() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 41);
+    let (a, b) = established(&mut sim);
+    // A sends a request and shuts down its side at once.
+    sim.a.endpoint.connection_mut(a).unwrap().write(b"GET /").unwrap();
+    sim.a.endpoint.connection_mut(a).unwrap().shutdown();
+    assert!(sim.a.endpoint.connection_mut(a).unwrap().write(b"x").is_err());
+    let response = pattern(2 * MIB, 3);
+    let mut request = Vec::new();
+    let tb = RefCell::new(Transfer::new(b, response.clone()));
+    let mut got = Vec::new();
+    let ok = sim.run(Duration::from_secs(60), |sim| {
+        let mut tb = tb.borrow_mut();
+        tb.pump(&mut sim.b.endpoint);
+        request.clone_from(&tb.received);
+        read_all(sim, Side::A, a, &mut got) == Some(true)
+    });
+    assert!(ok);
+    assert_eq!(request, b"GET /");
+    assert!(tb.borrow().eof, "B saw A's FIN before finishing its response");
+    assert_eq!(got, response);
+}
+
+#[test]
+fn reset_mid_transfer() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 42);
+    let (a, b) = established(&mut sim);
+    let data = pattern(4 * MIB, 4);
+    let mut sent = 0;
+    let mut got = Vec::new();
+    let ok = sim.run(Duration::from_secs(30), |sim| {
+        if let Some(c) = sim.a.endpoint.connection_mut(a) {
+            if sent < data.len() {
+                if let Ok(n) = c.write(&data[sent..]) {
+                    sent += n;
+                }
+            }
+            if got.len() > MIB && !c.is_closed() {
+                c.reset();
+            }
+        }
+        read_all(sim, Side::B, b, &mut got);
+        sim.b.saw(b, Event::Closed)
+    });
+    assert!(ok);
+    let cb = sim.b.endpoint.connection_mut(b).unwrap();
+    assert_eq!(cb.error(), Some(ConnectionError::Reset));
+    let mut buf = [0u8; 10];
+    while let Ok(n @ 1..) = cb.read(&mut buf) {
+        let _ = n;
+    }
+    assert_eq!(cb.read(&mut buf), Err(ConnectionError::Reset.into()));
+    assert!(matches!(
+        cb.write(b"x"),
+        Err(utp_proto::WriteError::Connection(ConnectionError::Reset))
+    ));
+    assert_eq!(sim.a.endpoint.connection(a).unwrap().error(), Some(ConnectionError::LocallyReset));
+}
+
+#[test]
+fn idle_timeout_when_peer_vanishes() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 43);
+    let (a, b) = established(&mut sim);
+    let start = sim.elapsed();
+    // The path dies.
+    sim.filter = Some(Box::new(|_, _| true));
+    let ok = sim.run_until(
+        Duration::from_secs(300),
+        |_| {},
+        |sim| sim.a.saw(a, Event::Closed) && sim.b.saw(b, Event::Closed),
+    );
+    assert!(ok);
+    assert_eq!(sim.a.endpoint.connection(a).unwrap().error(), Some(ConnectionError::TimedOut));
+    assert_eq!(sim.b.endpoint.connection(b).unwrap().error(), Some(ConnectionError::TimedOut));
+    let took = sim.elapsed() - start;
+    assert!(took >= Duration::from_secs(119) && took <= Duration::from_secs(121), "{took:?}");
+}
+
+#[test]
+fn retransmissions_give_up() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 44);
+    let (a, _b) = established(&mut sim);
+    sim.filter = Some(Box::new(|_, _| true));
+    sim.a.endpoint.connection_mut(a).unwrap().write(b"into the void").unwrap();
+    let ok = sim.run_until(Duration::from_secs(300), |_| {}, |sim| sim.a.saw(a, Event::Closed));
+    assert!(ok);
+    let c = sim.a.endpoint.connection(a).unwrap();
+    assert_eq!(c.error(), Some(ConnectionError::TimedOut));
+    assert_eq!(c.stats().timeouts, 9, "max_retransmissions (8) + the one that gives up");
+}
+
+#[test]
+fn keepalive_keeps_silent_connection_open() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 45);
+    let (a, b) = established(&mut sim);
+    let keepalives = std::rc::Rc::new(std::cell::Cell::new(0));
+    let k = keepalives.clone();
+    sim.filter = Some(Box::new(move |_, d| {
+        if Repr::parse_bytes(d).is_ok_and(|r| r.packet_type == PacketType::State) {
+            k.set(k.get() + 1);
+        }
+        false
+    }));
+    sim.run_for(Duration::from_secs(600));
+    for (side, h) in [(Side::A, a), (Side::B, b)] {
+        let c = sim.node(side).endpoint.connection(h).unwrap();
+        assert!(!c.is_closed(), "{side:?} still open after 10 silent minutes");
+    }
+    // About one keepalive per side every 29 s.
+    assert!((35..=45).contains(&keepalives.get()), "{} keepalives", keepalives.get());
+    // And the connection still works.
+    sim.a.endpoint.connection_mut(a).unwrap().write(b"still here").unwrap();
+    sim.run_for(Duration::from_secs(1));
+    let mut got = Vec::new();
+    read_all(&mut sim, Side::B, b, &mut got);
+    assert_eq!(got, b"still here");
+}
+
+#[test]
+fn zero_window_then_reopen() {
+    let small = config(|t| t.receive_buffer_size = 64 * 1024);
+    let mut sim = Sim::symmetric(small, lan(), 46);
+    let (a, b) = established(&mut sim);
+    let data = pattern(MIB, 5);
+    let ta = RefCell::new(Transfer::new(a, data.clone()));
+    // B does not read for 5 s: A must stop at B's window.
+    sim.run_until(
+        Duration::from_secs(5),
+        |sim| ta.borrow_mut().pump(&mut sim.a.endpoint),
+        |_| false,
+    );
+    let stats = sim.a.endpoint.connection(a).unwrap().stats();
+    // The window, plus a few zero-window probes (backed off).
+    assert!(stats.bytes_sent <= 80 * 1024, "sent {} into a 64 KiB window", stats.bytes_sent);
+    let buffered = sim.b.endpoint.connection(b).unwrap().readable_bytes();
+    assert!(buffered <= 64 * 1024 + 1500, "B buffered {buffered}");
+    assert_eq!(stats.peer_window, 0);
+    let rb = sim.b.endpoint.connection(b).unwrap().stats();
+    assert!(rb.recv_window == 0);
+    // Now B reads everything.
+    let mut got = Vec::new();
+    let ok = sim.run(Duration::from_secs(60), |sim| {
+        ta.borrow_mut().pump(&mut sim.a.endpoint);
+        read_all(sim, Side::B, b, &mut got);
+        got.len() == data.len()
+    });
+    assert!(ok, "got {} of {}", got.len(), data.len());
+    assert_eq!(got, data);
+}
+
+#[test]
+fn lost_window_update_is_recovered_by_probe() {
+    let small = config(|t| t.receive_buffer_size = 32 * 1024);
+    let mut sim = Sim::symmetric(small, lan(), 47);
+    let (a, b) = established(&mut sim);
+    let data = pattern(256 * 1024, 6);
+    let ta = RefCell::new(Transfer::new(a, data.clone()));
+    sim.run_until(
+        Duration::from_secs(2),
+        |sim| ta.borrow_mut().pump(&mut sim.a.endpoint),
+        |_| false,
+    );
+    // B reads; the window update it sends is lost (as is every ACK for 200 ms).
+    let until = sim.now + Duration::from_millis(200);
+    let clock = std::rc::Rc::new(std::cell::Cell::new(sim.now));
+    let c2 = clock.clone();
+    sim.filter = Some(Box::new(move |side, _| side == Side::B && c2.get() < until));
+    let mut got = Vec::new();
+    let ok = sim.run(Duration::from_secs(60), |sim| {
+        clock.set(sim.now);
+        ta.borrow_mut().pump(&mut sim.a.endpoint);
+        read_all(sim, Side::B, b, &mut got);
+        got.len() == data.len()
+    });
+    assert!(ok, "got {} of {}", got.len(), data.len());
+    assert_eq!(got, data);
+}
