@@ -36,3 +36,34 @@ fn one_mib_clean() {
     let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 3);
     exchange(&mut sim, 1 << 20, 0, Duration::from_secs(30));
 }
+
+fn small_writes(nagle: bool) -> usize {
+    let mut t = utp_proto::TransportConfig::default();
+    t.nagle = nagle;
+    let config = EndpointConfig { transport: t.into(), ..EndpointConfig::default() };
+    let mut sim = Sim::symmetric(config, lan(), 4);
+    let c = sim.connect(b"");
+    sim.run_until(
+        Duration::from_secs(1),
+        |_| {},
+        |s| s.a.endpoint.connection(c).is_some_and(|c| c.is_connected()),
+    );
+    let before = sim.a.sent_datagrams;
+    // 100 writes of 10 bytes, 1 ms apart.
+    for _ in 0..100 {
+        sim.a.endpoint.connection_mut(c).unwrap().write(&[7u8; 10]).unwrap();
+        sim.run_for(Duration::from_millis(1));
+    }
+    sim.run_for(Duration::from_millis(100));
+    sim.a.sent_datagrams - before
+}
+
+#[test]
+fn nagle_coalesces_small_writes_and_can_be_turned_off() {
+    let with = small_writes(true);
+    let without = small_writes(false);
+    // With Nagle, at most one small packet per round trip (20 ms): ~5 data packets.
+    assert!(with <= 10, "{with} datagrams with Nagle");
+    // Without, every write leaves at once.
+    assert!(without >= 100, "{without} datagrams without Nagle");
+}

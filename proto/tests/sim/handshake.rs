@@ -162,3 +162,65 @@ fn not_utp_is_handed_back() {
     let ev = sim.b.endpoint.handle_datagram(now, from, b"");
     assert!(matches!(ev, utp_proto::DatagramEvent::NotUtp));
 }
+
+#[test]
+fn half_open_and_total_limits() {
+    let limits =
+        EndpointConfig { max_half_open: 5, max_connections: 8, ..EndpointConfig::default() };
+    let mut sim = Sim::new(EndpointConfig::default(), limits, lan(), lan(), 17);
+    sim.b.auto_accept = false;
+    let dials: Vec<_> = (0..10).map(|_| sim.connect(b"")).collect();
+    sim.run_for(Duration::from_millis(30));
+    // Five wait for a decision; the others were refused at once.
+    assert_eq!(sim.b.incoming.len(), 5);
+    let refused = dials
+        .iter()
+        .filter(|&&h| {
+            sim.a.endpoint.connection(h).unwrap().error() == Some(ConnectionError::Refused)
+        })
+        .count();
+    assert_eq!(refused, 5);
+    // Accept them: total connections are bounded too.
+    while let Some(inc) = sim.b.incoming.pop_front() {
+        let now = sim.now;
+        sim.b.endpoint.accept(now, inc).unwrap();
+    }
+    let more: Vec<_> = (0..5).map(|_| sim.connect(b"")).collect();
+    sim.run_for(Duration::from_millis(30));
+    assert_eq!(sim.b.incoming.len() + sim.b.endpoint.connection_count(), 8);
+    let refused = more
+        .iter()
+        .filter(|&&h| {
+            sim.a.endpoint.connection(h).unwrap().error() == Some(ConnectionError::Refused)
+        })
+        .count();
+    assert_eq!(refused, 2);
+}
+
+#[test]
+fn resets_for_unknown_connections_are_rate_limited() {
+    let config = EndpointConfig { reset_rate: 10, ..EndpointConfig::default() };
+    let mut sim = Sim::new(EndpointConfig::default(), config, lan(), lan(), 18);
+    let now = sim.now;
+    let from = sim.a.addr;
+    // 1000 DATA packets for a connection B never had.
+    let mut repr =
+        Repr::new(PacketType::Data, 999, utp_proto::wire::SeqNr(5), utp_proto::wire::SeqNr(7));
+    repr.payload = b"hello";
+    let mut buf = [0u8; 64];
+    let n = repr.emit(&mut buf).unwrap();
+    for _ in 0..1000 {
+        let ev = sim.b.endpoint.handle_datagram(now, from, &buf[..n]);
+        assert!(matches!(ev, utp_proto::DatagramEvent::Dropped));
+    }
+    let mut out = [0u8; 1500];
+    let mut resets = 0;
+    while let Some(t) = sim.b.endpoint.poll_transmit(now, &mut out) {
+        let r = Repr::parse_bytes(&out[..t.size]).unwrap();
+        assert_eq!(r.packet_type, PacketType::Reset);
+        assert_eq!(r.connection_id, 999);
+        assert_eq!(r.ack_nr, utp_proto::wire::SeqNr(5));
+        resets += 1;
+    }
+    assert_eq!(resets, 10, "one second's worth of RESETs");
+}

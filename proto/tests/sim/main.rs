@@ -6,6 +6,7 @@ mod common;
 
 mod basic;
 mod close;
+mod goodput;
 mod handshake;
 mod scale;
 mod transfer;
