@@ -38,8 +38,7 @@ fn one_mib_clean() {
 }
 
 fn small_writes(nagle: bool) -> usize {
-    let mut t = utp_proto::TransportConfig::default();
-    t.nagle = nagle;
+    let t = utp_proto::TransportConfig { nagle, ..Default::default() };
     let config = EndpointConfig { transport: t.into(), ..EndpointConfig::default() };
     let mut sim = Sim::symmetric(config, lan(), 4);
     let c = sim.connect(b"");
