@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::congestion::{ControllerFactory, FixedWindowConfig};
+use crate::congestion::{ControllerFactory, LedbatConfig};
 
 /// Settings of one connection. Shared by all connections of an endpoint
 /// unless a dial overrides them.
@@ -77,7 +77,7 @@ impl Default for TransportConfig {
             pre_confirm_limit: 64 * 1024,
             extensions: crate::wire::ExtFlags::NONE,
             max_syn_data: 1024,
-            congestion: Arc::new(FixedWindowConfig::default()),
+            congestion: Arc::new(LedbatConfig::default()),
         }
     }
 }

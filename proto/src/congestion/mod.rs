@@ -6,8 +6,10 @@
 //! takes `now` so that controllers stay deterministic.
 
 mod fixed;
+mod ledbat;
 
 pub use fixed::{FixedWindow, FixedWindowConfig};
+pub use ledbat::{Ledbat, LedbatConfig};
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -27,6 +29,10 @@ pub struct AckInfo {
     /// (`timestamp_difference_microseconds`), already clamped; `None` when
     /// the packet carried none.
     pub one_way_delay: Option<u32>,
+    /// Our measurement of the peer's packets' one-way delay (our clock
+    /// minus theirs) from the packet that carried this ACK: lets a
+    /// controller compensate clock drift between the peers.
+    pub reverse_delay: Option<u32>,
     /// Whether the sender was limited by the congestion window (rather than
     /// by the application or the peer's receive window) when the
     /// acknowledged data was sent.

@@ -879,7 +879,9 @@ impl Connection {
         {
             self.dup_acks += 1;
             self.stats.duplicate_acks += 1;
-            if self.dup_acks == 3 && !first.is_before(self.fast_resend_from) {
+            if self.dup_acks as usize == self.reorder_threshold()
+                && !first.is_before(self.fast_resend_from)
+            {
                 trace!(remote = %self.remote, seq = %first, "three duplicate ACKs");
                 self.declare_lost(now, first);
                 self.fast_resend_from = first.next();
@@ -896,7 +898,7 @@ impl Connection {
                     window_limited |= p.window_limited;
                 }
             }
-            if let Some(horizon) = self.sent.sack_loss_horizon(REORDER_THRESHOLD) {
+            if let Some(horizon) = self.sent.sack_loss_horizon(self.reorder_threshold()) {
                 let mut seq = self.sent.first_seq();
                 if seq.is_before(self.fast_resend_from) {
                     seq = self.fast_resend_from;
@@ -924,6 +926,7 @@ impl Connection {
                 rtt: sample,
                 min_rtt: self.rtt.min(),
                 one_way_delay: (delay != 0 && delay != i32::MAX as u32).then_some(delay),
+                reverse_delay: (pkt.timestamp.0 != 0).then_some(self.reply_micro),
                 window_limited,
                 mss: self.packet_size - HEADER_LEN,
             };
@@ -936,6 +939,8 @@ impl Connection {
         if fin_acked {
             debug!(remote = %self.remote, "our FIN was acknowledged");
             self.local_fin = LocalFin::Acked;
+            // Half-closed: the peer may go on sending for as long as it likes.
+            self.timers.stop(Timer::Close);
             self.set_event(Event::Finished);
         }
         if progressed || acked > 0 {
@@ -944,6 +949,19 @@ impl Connection {
             } else if self.sent.first_lost().is_none() {
                 self.timers.stop(Timer::Retransmit);
             }
+        }
+    }
+
+    /// Later packets acknowledged before an earlier one counts as lost: three
+    /// as usual, fewer when fewer are in flight (early retransmit, RFC 5827),
+    /// or a small window could never gather the evidence and would wait for
+    /// a timeout instead.
+    fn reorder_threshold(&self) -> usize {
+        let outstanding = self.sent.outstanding();
+        if outstanding < REORDER_THRESHOLD + 1 {
+            outstanding.saturating_sub(1).max(1)
+        } else {
+            REORDER_THRESHOLD
         }
     }
 

@@ -63,6 +63,11 @@ impl SentPackets {
         self.first + self.packets.len() as u16
     }
 
+    /// Packets sent and not yet acknowledged (lost ones included).
+    pub(crate) fn outstanding(&self) -> usize {
+        self.packets.len()
+    }
+
     pub(crate) fn bytes_in_flight(&self) -> usize {
         self.bytes_in_flight
     }

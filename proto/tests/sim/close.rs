@@ -268,3 +268,30 @@ fn lost_window_update_is_recovered_by_probe() {
     assert!(ok, "got {} of {}", got.len(), data.len());
     assert_eq!(got, data);
 }
+
+/// Regression: the close timer kept running after our FIN was acknowledged
+/// and killed a half-closed connection whose peer was still sending.
+#[test]
+fn half_close_outlives_close_timeout() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 48);
+    let (a, b) = established(&mut sim);
+    sim.b.endpoint.connection_mut(b).unwrap().shutdown();
+    let mut got = Vec::new();
+    let mut sent = 0usize;
+    // A trickles 100 bytes a second for 30 s (three close timeouts).
+    let ok = sim.run(Duration::from_secs(40), |sim| {
+        let due = (sim.elapsed().as_secs() as usize + 1).min(30) * 100;
+        if sent < due {
+            if let Some(c) = sim.a.endpoint.connection_mut(a) {
+                sent += c.write(&vec![9u8; due - sent]).unwrap_or(0);
+                if sent == 3000 {
+                    c.shutdown();
+                }
+            }
+        }
+        read_all(sim, Side::B, b, &mut got) == Some(true)
+    });
+    assert!(ok, "B got {} of 3000", got.len());
+    assert_eq!(got.len(), 3000);
+    assert_eq!(sim.b.endpoint.connection(b).unwrap().error(), None);
+}

@@ -31,7 +31,13 @@ fn goodput(loss: f64, seed: u64) -> (f64, u64, u64) {
         tb.pump(&mut sim.b.endpoint);
         tb.eof
     });
-    assert!(ok, "transfer at {loss} loss did not finish");
+    assert!(
+        ok,
+        "transfer at {loss} loss did not finish: {:?} {:?} got {}",
+        sim.a.endpoint.connection(a).map(|c| c.stats()),
+        sim.a.endpoint.connection(a).map(|c| c.error()),
+        tb.as_ref().map_or(0, |t| t.received.len())
+    );
     assert!(tb.unwrap().received == ta.to_send);
     let stats = sim.a.endpoint.connection(a).unwrap().stats();
     if std::env::var_os("GOODPUT_DEBUG").is_some() {
