@@ -55,6 +55,8 @@ mod connection_check {
     pub(crate) const MAX_HEAP_BYTES: usize = 96 << 20;
     /// Datagrams the driver keeps queued per direction (tail drop beyond).
     const MAX_QUEUED: usize = 1024;
+    /// How far `Op::Run` lets the clock jump to the next timeout.
+    const RUN_HORIZON: Duration = Duration::from_secs(10);
     /// Operations decoded from one input at most.
     const MAX_OPS: usize = 4096;
     /// Recently emitted datagrams kept per direction as injection templates.
@@ -221,7 +223,8 @@ mod connection_check {
         ReadAll,
         /// Runs the network losslessly: `steps` times, delivers everything
         /// and reads everything, or when nothing is queued jumps to the next
-        /// timeout.
+        /// timeout if it is at most `RUN_HORIZON` away (so that idle and
+        /// keepalive timers do not fire), else stops.
         Run { steps: u8 },
     }
 
@@ -259,12 +262,8 @@ mod connection_check {
                 17 => {
                     let (ep, from, template) = (input.u8(), input.u8(), input.u8());
                     let mut mutation = [0u8; 16];
-                    mutation.copy_from_slice(&{
-                        let mut m = [0u8; 16];
-                        let b = input.bytes(16);
-                        m[..b.len()].copy_from_slice(b);
-                        m
-                    });
+                    let b = input.bytes(16);
+                    mutation[..b.len()].copy_from_slice(b);
                     Op::InjectMutated { ep, from, template, mutation }
                 }
                 18 => Op::DeliverAll,
@@ -338,3 +337,738 @@ mod connection_check {
         out
     }
 
+    /// Byte `offset` of the stream with key `key`: every stream is distinct
+    /// and aperiodic, so that misplaced or misordered bytes show.
+    fn pattern_byte(key: u64, offset: u64) -> u8 {
+        let mut x = (key << 40 ^ offset >> 3).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ x >> 30).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ x >> 27).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        (x >> (8 * (offset & 7))) as u8
+    }
+
+    fn fill_pattern(key: u64, offset: u64, out: &mut [u8]) {
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = pattern_byte(key, offset + i as u64);
+        }
+    }
+
+    /// The first byte of `data` that differs from the stream `key` at
+    /// `offset`.
+    fn pattern_mismatch(key: u64, offset: u64, data: &[u8]) -> Option<usize> {
+        data.iter().enumerate().position(|(i, &b)| b != pattern_byte(key, offset + i as u64))
+    }
+
+    /// What the driver remembers of a connection.
+    #[derive(Debug)]
+    struct Record {
+        /// `None` once released (the endpoint may reuse the handle).
+        handle: Option<ConnectionHandle>,
+        recv_id: u16,
+        send_id: u16,
+        /// Key of the pattern this connection writes (unique in a run).
+        key: u64,
+        /// Bytes the endpoint took from the application.
+        written: u64,
+        /// Bytes the application read.
+        read: u64,
+    }
+
+    /// The two endpoints, the network between them, and the applications.
+    pub(crate) struct Driver {
+        setup: Setup,
+        start: Instant,
+        now: Instant,
+        endpoints: [Endpoint; 2],
+        addrs: [SocketAddr; 2],
+        stranger: SocketAddr,
+        /// `queues[i]`: datagrams in flight towards endpoint `i`.
+        queues: [VecDeque<Vec<u8>>; 2],
+        /// `templates[i]`: datagrams recently sent towards endpoint `i`.
+        templates: [VecDeque<Vec<u8>>; 2],
+        records: [Vec<Record>; 2],
+        undecided: [VecDeque<Incoming>; 2],
+        /// `handle_timeout(now)` ran on the endpoint in this operation.
+        timeout_handled: [bool; 2],
+        /// A datagram was corrupted or injected: data may legitimately differ.
+        tainted: bool,
+        heap: Option<fn() -> usize>,
+        heap_base: usize,
+        buf: Vec<u8>,
+        scratch: Vec<u8>,
+        /// Datagrams emitted.
+        pub(crate) emitted: u64,
+        /// Bytes read by the applications.
+        pub(crate) delivered: u64,
+        /// Bytes read and checked against the peer's stream.
+        pub(crate) verified: u64,
+        /// Connections opened (dialed or accepted).
+        pub(crate) opened: u64,
+        /// Print every operation and the state after it (for debugging a
+        /// reproducer).
+        pub(crate) trace: bool,
+    }
+
+    /// Runs one fuzz input through the driver.
+    pub(crate) fn check_connection(data: &[u8]) -> Driver {
+        check_connection_with(data, None)
+    }
+
+    /// Like `check_connection`; `heap` returns the bytes currently allocated.
+    pub(crate) fn check_connection_with(data: &[u8], heap: Option<fn() -> usize>) -> Driver {
+        run(data, heap, false)
+    }
+
+    /// Like `check_connection`, printing every step to stderr.
+    pub(crate) fn check_connection_traced(data: &[u8]) -> Driver {
+        run(data, None, true)
+    }
+
+    fn run(data: &[u8], heap: Option<fn() -> usize>, trace: bool) -> Driver {
+        let mut input = Input::new(data);
+        let setup = Setup::decode(&mut input);
+        let mut driver = Driver::new(setup, heap);
+        driver.trace = trace;
+        if trace {
+            eprintln!("{setup:?}");
+        }
+        let mut n = 0;
+        while !input.is_empty() && n < MAX_OPS {
+            let op = Op::decode(&mut input);
+            driver.apply(&op);
+            n += 1;
+        }
+        driver
+    }
+
+    fn duration(code: u16) -> Duration {
+        if code & 0x8000 != 0 {
+            Duration::from_secs(u64::from(code & 0x7fff))
+        } else {
+            Duration::from_millis(u64::from(code))
+        }
+    }
+
+    /// A variation on a real datagram `template`, steered by `m`, to get past
+    /// the demultiplexer and the sequence checks with odd values.
+    fn mutate(template: &[u8], m: &[u8; 16]) -> Vec<u8> {
+        let Ok(mut repr) = Repr::parse_bytes(template) else {
+            let mut raw = template.to_vec();
+            if let Some(b) = raw.get_mut(usize::from(m[0]) % template.len().max(1)) {
+                *b ^= m[1];
+            }
+            return raw;
+        };
+        let types = [
+            PacketType::Data,
+            PacketType::Fin,
+            PacketType::State,
+            PacketType::Reset,
+            PacketType::Syn,
+        ];
+        if let Some(&t) = types.get(usize::from(m[0] & 7)) {
+            repr.packet_type = t;
+        }
+        let seq_delta = (i16::from(m[1] as i8) << (m[14] & 7)) as u16;
+        let ack_delta = (i16::from(m[2] as i8) << (m[14] >> 4 & 7)) as u16;
+        repr.seq_nr = SeqNr(repr.seq_nr.0.wrapping_add(seq_delta));
+        repr.ack_nr = SeqNr(repr.ack_nr.0.wrapping_add(ack_delta));
+        repr.connection_id = repr.connection_id.wrapping_add(u16::from(m[3] % 5)).wrapping_sub(2);
+        let word = u32::from_le_bytes([m[5], m[6], m[7], m[8]]);
+        let flags = m[4];
+        if flags & 1 != 0 {
+            repr.wnd_size = word;
+        }
+        if flags & 2 != 0 {
+            repr.timestamp_diff = word;
+            repr.timestamp.0 = word.rotate_left(16);
+        }
+        let sack = [m[9], m[10], m[11], m[12]];
+        let bits = [m[5], m[6], m[7], m[8], m[9], m[10], m[11], m[12]];
+        let mut exts = utp_proto::wire::Extensions::new();
+        if flags & 4 == 0 {
+            exts = repr.extensions;
+        }
+        if flags & 8 != 0 {
+            let _ = exts.push(Extension::SelectiveAck(&sack[..4 * usize::from(m[13] >> 6)]));
+        }
+        if flags & 0x40 != 0 {
+            let _ = exts.push(Extension::ExtensionBits(bits));
+        }
+        if flags & 0x80 != 0 {
+            let _ = exts.push(Extension::Metadata(&sack[..usize::from(m[13] & 3)]));
+        }
+        repr.extensions = exts;
+        let filler: Vec<u8> = (0..usize::from(m[13])).map(|i| m[15] ^ i as u8).collect();
+        if flags & 0x10 != 0 {
+            repr.payload = &repr.payload[..repr.payload.len().min(usize::from(m[13]))];
+        } else if flags & 0x20 != 0 {
+            repr.payload = &filler;
+        }
+        let mut out = vec![0u8; repr.buffer_len()];
+        match repr.emit(&mut out) {
+            Ok(n) => out.truncate(n),
+            Err(_) => out = template.to_vec(),
+        }
+        out
+    }
+
+    impl Driver {
+        pub(crate) fn new(setup: Setup, heap: Option<fn() -> usize>) -> Self {
+            let start = Instant::now();
+            let parse = |s: &str| -> SocketAddr { s.parse().expect("address") };
+            let (addrs, stranger) = if setup.flags & Setup::IPV6 != 0 {
+                (
+                    [parse("[2001:db8::1]:1000"), parse("[2001:db8::2]:2000")],
+                    parse("[2001:db8::3]:3000"),
+                )
+            } else {
+                ([parse("10.0.0.1:1000"), parse("10.0.0.2:2000")], parse("10.0.0.3:3000"))
+            };
+            Driver {
+                setup,
+                start,
+                now: start,
+                endpoints: [
+                    Endpoint::new(setup.endpoint(0), start),
+                    Endpoint::new(setup.endpoint(1), start),
+                ],
+                addrs,
+                stranger,
+                queues: Default::default(),
+                templates: Default::default(),
+                records: Default::default(),
+                undecided: Default::default(),
+                timeout_handled: [false; 2],
+                tainted: false,
+                heap,
+                heap_base: heap.map_or(0, |f| f()),
+                buf: vec![0u8; 65536],
+                scratch: vec![0u8; 65536],
+                emitted: 0,
+                delivered: 0,
+                verified: 0,
+                opened: 0,
+                trace: false,
+            }
+        }
+
+        /// Whether a corruption or injection happened.
+        pub(crate) fn tainted(&self) -> bool {
+            self.tainted
+        }
+
+        /// The connections each endpoint holds.
+        pub(crate) fn connection_counts(&self) -> [usize; 2] {
+            [self.endpoints[0].connection_count(), self.endpoints[1].connection_count()]
+        }
+
+        /// Index in `records[ep]` of the `conn`-th connection the
+        /// application still holds.
+        fn pick(&self, ep: usize, conn: u8) -> Option<usize> {
+            let held = self.records[ep].iter().filter(|r| r.handle.is_some()).count();
+            if held == 0 {
+                return None;
+            }
+            let nth = usize::from(conn) % held;
+            self.records[ep]
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.handle.is_some())
+                .nth(nth)
+                .map(|(i, _)| i)
+        }
+
+        fn handle(&self, ep: usize, conn: u8) -> Option<(usize, ConnectionHandle)> {
+            let i = self.pick(ep, conn)?;
+            Some((i, self.records[ep][i].handle?))
+        }
+
+        fn add_record(&mut self, ep: usize, handle: ConnectionHandle) -> &mut Record {
+            let conn = self.endpoints[ep].connection(handle).expect("a new handle is valid");
+            let (recv_id, send_id) = (conn.recv_id(), conn.send_id());
+            assert!(
+                self.records[ep].iter().all(|r| r.handle != Some(handle)),
+                "endpoint {ep} handed out {handle:?} again while the application holds it"
+            );
+            self.opened += 1;
+            let key = next_key(ep, self.records[ep].len());
+            self.records[ep].push(Record {
+                handle: Some(handle),
+                recv_id,
+                send_id,
+                key,
+                written: 0,
+                read: 0,
+            });
+            self.records[ep].last_mut().expect("just pushed")
+        }
+
+        /// Applies one operation, then polls both endpoints and checks the
+        /// invariants.
+        pub(crate) fn apply(&mut self, op: &Op) {
+            self.timeout_handled = [false; 2];
+            if self.trace {
+                eprintln!("@{:?} {op:?}", self.now - self.start);
+            }
+            self.apply_op(op);
+            self.poll_round();
+            self.check_invariants();
+            if self.trace {
+                self.print_state();
+            }
+        }
+
+        fn print_state(&self) {
+            for e in 0..2 {
+                eprintln!(
+                    "  ep{e}: {} conns, {} queued towards, {} undecided",
+                    self.endpoints[e].connection_count(),
+                    self.queues[e].len(),
+                    self.undecided[e].len()
+                );
+                for r in &self.records[e] {
+                    let conn = r.handle.and_then(|h| self.endpoints[e].connection(h));
+                    let state = conn.map(|c| {
+                        let s = c.stats();
+                        format!(
+                            "connected {} closed {} finished {} error {:?} readable {} \
+                             in flight {} peer wnd {} sent {} rx {} retx {}",
+                            c.is_connected(),
+                            c.is_closed(),
+                            c.is_finished(),
+                            c.error(),
+                            c.readable_bytes(),
+                            s.bytes_in_flight,
+                            s.peer_window,
+                            s.packets_sent,
+                            s.packets_received,
+                            s.retransmits,
+                        )
+                    });
+                    eprintln!(
+                        "    {:?} ids {}/{} key {} written {} read {}: {}",
+                        r.handle,
+                        r.recv_id,
+                        r.send_id,
+                        r.key,
+                        r.written,
+                        r.read,
+                        state.unwrap_or_else(|| "released".into())
+                    );
+                }
+            }
+        }
+
+        fn apply_op(&mut self, op: &Op) {
+            match *op {
+                Op::Connect { ep, syn_len } => {
+                    let ep = usize::from(ep & 1);
+                    let len = usize::from(syn_len);
+                    // The dial's stream is keyed before the handle exists.
+                    let key = next_key(ep, self.records[ep].len());
+                    fill_pattern(key, 0, &mut self.scratch[..len]);
+                    let remote = self.addrs[1 - ep];
+                    let result = self.endpoints[ep].connect(self.now, remote, &self.scratch[..len]);
+                    if let Ok(handle) = result {
+                        let send_buffer = self.setup.send_buffer();
+                        let record = self.add_record(ep, handle);
+                        debug_assert_eq!(record.key, key);
+                        // `connect` does not say how much SYN data it took;
+                        // the send buffer holds what fits.
+                        record.written = len.min(send_buffer) as u64;
+                    }
+                }
+                Op::Decide { ep, which, how } => {
+                    let ep = usize::from(ep & 1);
+                    let n = self.undecided[ep].len();
+                    if n == 0 {
+                        return;
+                    }
+                    let incoming =
+                        self.undecided[ep].remove(usize::from(which) % n).expect("in range");
+                    match how % 3 {
+                        0 => self.accept(ep, incoming),
+                        1 => self.endpoints[ep].refuse(incoming),
+                        _ => self.endpoints[ep].ignore(incoming),
+                    }
+                }
+                Op::Write { ep, conn, len } => {
+                    let ep = usize::from(ep & 1);
+                    let Some((i, handle)) = self.handle(ep, conn) else { return };
+                    let len = usize::from(len);
+                    let (key, offset) = (self.records[ep][i].key, self.records[ep][i].written);
+                    fill_pattern(key, offset, &mut self.scratch[..len]);
+                    let conn = self.endpoints[ep].connection_mut(handle).expect("held handle");
+                    let free = conn.send_buffer_free();
+                    match conn.write(&self.scratch[..len]) {
+                        Ok(n) => {
+                            assert!(n <= len, "write took {n} of {len} bytes");
+                            assert!(n == len.min(free), "write took {n} with {free} free");
+                            self.records[ep][i].written += n as u64;
+                        }
+                        Err(WriteError::Blocked) => {
+                            assert_eq!(free, 0, "write blocked with {free} bytes free")
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Op::Read { ep, conn, len } => {
+                    let ep = usize::from(ep & 1);
+                    if let Some(i) = self.pick(ep, conn) {
+                        self.read(ep, i, usize::from(len));
+                    }
+                }
+                Op::Shutdown { ep, conn } => {
+                    let ep = usize::from(ep & 1);
+                    if let Some((_, h)) = self.handle(ep, conn) {
+                        self.endpoints[ep].connection_mut(h).expect("held handle").shutdown();
+                    }
+                }
+                Op::Reset { ep, conn } => {
+                    let ep = usize::from(ep & 1);
+                    if let Some((_, h)) = self.handle(ep, conn) {
+                        self.endpoints[ep].connection_mut(h).expect("held handle").reset();
+                    }
+                }
+                Op::Release { ep, conn } => {
+                    let ep = usize::from(ep & 1);
+                    if let Some((i, h)) = self.handle(ep, conn) {
+                        self.endpoints[ep].release(h);
+                        self.records[ep][i].handle = None;
+                    }
+                }
+                Op::EndMessage { ep, conn, meta_len } => {
+                    let ep = usize::from(ep & 1);
+                    if let Some((_, h)) = self.handle(ep, conn) {
+                        let meta = vec![meta_len; usize::from(meta_len)];
+                        let c = self.endpoints[ep].connection_mut(h).expect("held handle");
+                        let _ = c.end_message(&meta);
+                    }
+                }
+                Op::Advance { code } => self.now += duration(code),
+                Op::HandleTimeout { ep } => {
+                    for e in 0..2 {
+                        if ep & 2 != 0 || usize::from(ep & 1) == e {
+                            self.endpoints[e].handle_timeout(self.now);
+                            self.timeout_handled[e] = true;
+                        }
+                    }
+                }
+                Op::AdvanceToTimeout => {
+                    self.advance_to_timeout(Duration::MAX);
+                }
+                Op::Deliver { dir, idx } => {
+                    let to = usize::from(dir & 1);
+                    if let Some(d) = self.take_queued(to, idx) {
+                        self.deliver(to, self.addrs[1 - to], &d);
+                    }
+                }
+                Op::Drop { dir, idx } => {
+                    let _ = self.take_queued(usize::from(dir & 1), idx);
+                }
+                Op::Duplicate { dir, idx } => {
+                    let to = usize::from(dir & 1);
+                    let q = &self.queues[to];
+                    if !q.is_empty() {
+                        let copy = q[usize::from(idx) % q.len()].clone();
+                        self.queue(to, copy);
+                    }
+                }
+                Op::Reorder { dir, idx } => {
+                    let to = usize::from(dir & 1);
+                    if let Some(d) = self.take_queued(to, idx) {
+                        self.queues[to].push_back(d);
+                    }
+                }
+                Op::Corrupt { dir, idx, pos, mask } => {
+                    let q = &mut self.queues[usize::from(dir & 1)];
+                    if q.is_empty() {
+                        return;
+                    }
+                    let n = q.len();
+                    let d = &mut q[usize::from(idx) % n];
+                    if !d.is_empty() && mask != 0 {
+                        let n = d.len();
+                        d[usize::from(pos) % n] ^= mask;
+                        self.tainted = true;
+                    }
+                }
+                Op::InjectRaw { ep, from, ref data } => {
+                    let ep = usize::from(ep & 1);
+                    self.tainted = true;
+                    let src = if from & 1 == 0 { self.addrs[1 - ep] } else { self.stranger };
+                    self.deliver(ep, src, data);
+                }
+                Op::InjectMutated { ep, from, template, ref mutation } => {
+                    let ep = usize::from(ep & 1);
+                    let src = if from & 1 == 0 { self.addrs[1 - ep] } else { self.stranger };
+                    let t = &self.templates[ep];
+                    let base = if t.is_empty() {
+                        // Nothing seen yet: a bare STATE for a connection of
+                        // ours, or for id 0.
+                        let id = self.records[ep].last().map_or(0, |r| r.recv_id);
+                        let repr = Repr::new(PacketType::State, id, SeqNr(0), SeqNr(0));
+                        let mut out = vec![0u8; repr.buffer_len()];
+                        repr.emit(&mut out).expect("a bare header fits");
+                        out
+                    } else {
+                        t[usize::from(template) % t.len()].clone()
+                    };
+                    let datagram = mutate(&base, mutation);
+                    self.tainted = true;
+                    self.deliver(ep, src, &datagram);
+                }
+                Op::DeliverAll => self.deliver_all(),
+                Op::Quiesce => {
+                    let mut rounds = 0;
+                    while !self.queues[0].is_empty() || !self.queues[1].is_empty() {
+                        rounds += 1;
+                        assert!(
+                            rounds <= MAX_QUIESCE_ROUNDS,
+                            "the endpoints still exchange datagrams after {rounds} rounds at \
+                             one instant"
+                        );
+                        self.deliver_all();
+                        self.poll_round();
+                    }
+                }
+                Op::ReadAll => self.read_all(),
+                Op::Run { steps } => {
+                    for _ in 0..steps {
+                        if self.queues[0].is_empty() && self.queues[1].is_empty() {
+                            if !self.advance_to_timeout(RUN_HORIZON) {
+                                break;
+                            }
+                        } else {
+                            self.deliver_all();
+                            self.read_all();
+                        }
+                        self.poll_round();
+                        self.check_invariants();
+                        self.timeout_handled = [false; 2];
+                    }
+                }
+            }
+        }
+
+        /// Jumps to the earliest timeout, if it is at most `horizon` away,
+        /// and runs both endpoints' timers.
+        fn advance_to_timeout(&mut self, horizon: Duration) -> bool {
+            let next = [self.endpoints[0].poll_timeout(), self.endpoints[1].poll_timeout()];
+            let Some(t) = next.into_iter().flatten().min() else { return false };
+            if t.saturating_duration_since(self.now) > horizon {
+                return false;
+            }
+            self.now = self.now.max(t);
+            for e in 0..2 {
+                self.endpoints[e].handle_timeout(self.now);
+                self.timeout_handled[e] = true;
+            }
+            true
+        }
+
+        fn accept(&mut self, ep: usize, incoming: Incoming) {
+            if let Ok(handle) = self.endpoints[ep].accept(self.now, incoming) {
+                self.add_record(ep, handle);
+            }
+        }
+
+        fn take_queued(&mut self, to: usize, idx: u8) -> Option<Vec<u8>> {
+            let q = &mut self.queues[to];
+            if q.is_empty() {
+                return None;
+            }
+            let n = q.len();
+            q.remove(usize::from(idx) % n)
+        }
+
+        fn queue(&mut self, to: usize, datagram: Vec<u8>) {
+            if self.queues[to].len() < MAX_QUEUED {
+                self.queues[to].push_back(datagram);
+            }
+        }
+
+        fn deliver_all(&mut self) {
+            for to in 0..2 {
+                for d in std::mem::take(&mut self.queues[to]) {
+                    self.deliver(to, self.addrs[1 - to], &d);
+                }
+            }
+        }
+
+        fn deliver(&mut self, to: usize, from: SocketAddr, datagram: &[u8]) {
+            match self.endpoints[to].handle_datagram(self.now, from, datagram) {
+                DatagramEvent::Incoming(incoming) => {
+                    assert_eq!(incoming.remote(), from);
+                    if self.setup.flags & Setup::AUTO_ACCEPT != 0 {
+                        self.accept(to, incoming);
+                    } else {
+                        if self.undecided[to].len() >= MAX_UNDECIDED {
+                            let oldest = self.undecided[to].pop_front().expect("not empty");
+                            self.endpoints[to].ignore(oldest);
+                        }
+                        self.undecided[to].push_back(incoming);
+                    }
+                }
+                DatagramEvent::Connection(h) => {
+                    assert!(self.endpoints[to].connection(h).is_some(), "{h:?} is not valid");
+                }
+                DatagramEvent::Dropped | DatagramEvent::NotUtp => {}
+            }
+        }
+
+        fn read_all(&mut self) {
+            for ep in 0..2 {
+                for i in 0..self.records[ep].len() {
+                    if self.records[ep][i].handle.is_none() {
+                        continue;
+                    }
+                    for _ in 0..1024 {
+                        if !self.read(ep, i, 65536) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Reads up to `len` bytes on `records[ep][i]` and checks them
+        /// against the peer's stream. Returns `true` if bytes were read.
+        fn read(&mut self, ep: usize, i: usize, len: usize) -> bool {
+            let Some(handle) = self.records[ep][i].handle else { return false };
+            let conn = self.endpoints[ep].connection_mut(handle).expect("held handle");
+            let readable = conn.readable_bytes();
+            let buf = &mut self.scratch[..len];
+            match conn.read(buf) {
+                Ok(n) => {
+                    assert_eq!(n, len.min(readable), "read {n} bytes of {readable} readable");
+                    if n == 0 {
+                        return false;
+                    }
+                    self.delivered += n as u64;
+                    self.check_stream(ep, i, n);
+                    self.records[ep][i].read += n as u64;
+                    true
+                }
+                Err(e) => {
+                    assert!(len == 0 || readable == 0, "read failed ({e}) with data readable");
+                    if let ReadError::Blocked = e {
+                        assert!(conn.error().is_none(), "read blocked on a failed connection");
+                    }
+                    false
+                }
+            }
+        }
+
+        /// The `n` bytes just read into `scratch` on `records[ep][i]` must
+        /// continue the stream its peer wrote.
+        fn check_stream(&mut self, ep: usize, i: usize, n: usize) {
+            if self.tainted {
+                return;
+            }
+            let r = &self.records[ep][i];
+            let data = &self.scratch[..n];
+            let peers: Vec<&Record> = self.records[1 - ep]
+                .iter()
+                .filter(|p| p.recv_id == r.send_id && p.send_id == r.recv_id)
+                .collect();
+            let ok = peers.iter().any(|p| {
+                r.read + n as u64 <= p.written && pattern_mismatch(p.key, r.read, data).is_none()
+            });
+            if !ok {
+                let detail: Vec<String> = peers
+                    .iter()
+                    .map(|p| {
+                        format!(
+                            "peer key {} wrote {} bytes, first mismatch at {:?}",
+                            p.key,
+                            p.written,
+                            pattern_mismatch(p.key, r.read, data)
+                        )
+                    })
+                    .collect();
+                panic!(
+                    "endpoint {ep} connection (recv id {}, send id {}) read {n} bytes at \
+                     offset {} that its peer did not write: {detail:?}",
+                    r.recv_id, r.send_id, r.read
+                );
+            }
+            self.verified += n as u64;
+        }
+
+        /// Drains both endpoints' transmits and events and reads their
+        /// timeouts, as a runtime does after any input.
+        fn poll_round(&mut self) {
+            for e in 0..2 {
+                let mut count = 0;
+                while let Some(t) = self.endpoints[e].poll_transmit(self.now, &mut self.buf) {
+                    count += 1;
+                    assert!(count < MAX_PER_ROUND, "poll_transmit does not end");
+                    self.emitted += 1;
+                    assert!(t.size <= MAX_DATAGRAM, "a datagram of {} bytes", t.size);
+                    assert!(t.segment_size.is_none());
+                    let datagram = &self.buf[..t.size];
+                    if let Err(err) = Repr::parse_bytes(datagram) {
+                        panic!("emitted datagram does not parse ({err}): {datagram:02x?}");
+                    }
+                    let peer = self.addrs[1 - e];
+                    if t.destination == peer {
+                        let d = datagram.to_vec();
+                        let templates = &mut self.templates[1 - e];
+                        if templates.len() >= TEMPLATES {
+                            templates.pop_front();
+                        }
+                        templates.push_back(d.clone());
+                        self.queue(1 - e, d);
+                    } else {
+                        assert_eq!(t.destination, self.stranger, "sent to an unknown address");
+                    }
+                }
+                let mut count = 0;
+                while self.endpoints[e].poll_event().is_some() {
+                    count += 1;
+                    assert!(count < MAX_PER_ROUND, "poll_event does not end");
+                }
+                if let Some(t) = self.endpoints[e].poll_timeout() {
+                    if self.timeout_handled[e] {
+                        assert!(
+                            t > self.now,
+                            "endpoint {e}: after handle_timeout(now) the next timeout is \
+                             {:?} before now",
+                            self.now - t
+                        );
+                    }
+                }
+            }
+        }
+
+        fn check_invariants(&self) {
+            let recv_limit = self.setup.recv_buffer() + 1500 + 1024;
+            for e in 0..2 {
+                let endpoint = &self.endpoints[e];
+                let max = endpoint.config().max_connections;
+                assert!(endpoint.connection_count() <= max, "more than {max} connections");
+                for r in self.records[e].iter() {
+                    let Some(h) = r.handle else { continue };
+                    let Some(c) = endpoint.connection(h) else {
+                        panic!("endpoint {e} forgot {h:?} before it was released");
+                    };
+                    assert_eq!((c.recv_id(), c.send_id()), (r.recv_id, r.send_id));
+                    assert!(c.readable_bytes() <= recv_limit, "{} readable", c.readable_bytes());
+                    assert!(c.send_buffer_free() <= self.setup.send_buffer());
+                    let stats = c.stats();
+                    assert_eq!(stats.bytes_read, r.read);
+                }
+            }
+            if let Some(heap) = self.heap {
+                let used = heap().saturating_sub(self.heap_base);
+                assert!(used <= MAX_HEAP_BYTES, "{used} bytes of heap in use");
+            }
+        }
+    }
+
+    fn next_key(ep: usize, ordinal: usize) -> u64 {
+        (ep as u64) << 20 | ordinal as u64
+    }
+}

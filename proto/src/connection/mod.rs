@@ -31,6 +31,12 @@ use timer::{Timer, TimerTable};
 /// be and still be taken as genuine (reordered ACKs, keepalives).
 const ACK_BACKLOG: u16 = 1024;
 
+/// Largest receive window we advertise. Wireshark's uTP dissector (and so,
+/// plausibly, other traffic classifiers) takes a packet whose `wnd_size`
+/// exceeds 0x380000 for something other than uTP; libutp advertises 1 MiB.
+/// Advertising less than the buffer holds is always safe.
+pub(crate) const MAX_ADVERTISED_WINDOW: usize = 0x38_0000;
+
 /// Packets selectively acknowledged after an unacknowledged one before it is
 /// declared lost (as libutp and TCP do with three duplicate ACKs).
 const REORDER_THRESHOLD: usize = 3;
@@ -1076,7 +1082,7 @@ impl Connection {
         let mut repr = Repr::new(kind, self.send_id, seq, self.recv.ack_nr());
         repr.timestamp = self.micros(now);
         repr.timestamp_diff = self.reply_micro;
-        repr.wnd_size = self.recv.window().min(u32::MAX as usize) as u32;
+        repr.wnd_size = self.recv.window().min(MAX_ADVERTISED_WINDOW) as u32;
         repr
     }
 

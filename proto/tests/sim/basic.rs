@@ -66,3 +66,21 @@ fn nagle_coalesces_small_writes_and_can_be_turned_off() {
     // Without, every write leaves at once.
     assert!(without >= 100, "{without} datagrams without Nagle");
 }
+
+/// Wireshark's dissector refuses packets advertising more than 0x380000
+/// bytes of window: never advertise more, whatever the buffer size.
+#[test]
+fn advertised_window_is_capped_for_classifiers() {
+    let t = utp_proto::TransportConfig { receive_buffer_size: 16 << 20, ..Default::default() };
+    let config = EndpointConfig { transport: t.into(), ..EndpointConfig::default() };
+    let mut sim = Sim::symmetric(config, lan(), 5);
+    let max = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let m = max.clone();
+    sim.filter = Some(Box::new(move |_, d| {
+        let r = utp_proto::wire::Repr::parse_bytes(d).unwrap();
+        m.set(m.get().max(r.wnd_size));
+        false
+    }));
+    exchange(&mut sim, 100_000, 100_000, Duration::from_secs(10));
+    assert_eq!(max.get(), 0x38_0000);
+}
