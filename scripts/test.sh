@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+step "installing the interop peers (libutp, libtorrent, tshark; pinned)"
+bash interop/setup.sh
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 

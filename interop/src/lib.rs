@@ -1,4 +1,160 @@
-//! utp-interop: tests of this project against uTP peers nobody here wrote
-//! (libutp, libtorrent-rasterbar) and Wireshark's dissector.
+//! utp-interop: tests of this project against uTP peers nobody here wrote.
 //!
-//! Not yet implemented: filled by the interop issue.
+//! The peers are driven as child processes through small scripts of ours in
+//! `interop/peers/` (see its README): libutp through the npm package
+//! `utp-native`, libtorrent-rasterbar through its Python bindings.
+//! `interop/setup.sh` installs them, pinned. Each script prints one JSON
+//! object per line on stdout.
+//!
+//! When a peer is missing the tests skip with a loud message, except under
+//! `CI=true`, where a missing peer fails the run.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// The `interop/` folder.
+#[must_use]
+pub fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Checks that a peer is installed; returns `false` (after a loud message)
+/// when it is not and we are not in CI. Panics in CI.
+#[must_use]
+pub fn require(peer: Peer) -> bool {
+    let missing = match peer {
+        Peer::Libutp => {
+            let module = interop_dir().join("node_modules/utp-native/package.json");
+            if !module.exists() {
+                Some(format!("{} is missing", module.display()))
+            } else if std::process::Command::new("node").arg("--version").output().is_err() {
+                Some("node is not installed".to_string())
+            } else {
+                None
+            }
+        }
+    };
+    match missing {
+        None => true,
+        Some(why) if in_ci() => {
+            panic!("interop peer {peer:?} unavailable under CI=true: {why}; run interop/setup.sh")
+        }
+        Some(why) => {
+            eprintln!(
+                "\n!!!!!!!! SKIPPED: interop peer {peer:?} unavailable ({why}).\n\
+                 !!!!!!!! Run `bash interop/setup.sh` to install it. Under CI=true this fails.\n"
+            );
+            false
+        }
+    }
+}
+
+/// A real uTP implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// libutp via utp-native (`peers/libutp-peer.js`).
+    Libutp,
+}
+
+/// A running peer script.
+pub struct PeerProcess {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl PeerProcess {
+    /// Starts `peers/libutp-peer.js` with `args`.
+    pub fn libutp(args: &[&str]) -> std::io::Result<Self> {
+        let mut cmd = Command::new("node");
+        cmd.arg(interop_dir().join("peers/libutp-peer.js")).args(args);
+        Self::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: Command) -> std::io::Result<Self> {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+        Ok(PeerProcess { child, lines: BufReader::new(stdout).lines() })
+    }
+
+    /// The next JSON event, or `None` at the end of output.
+    pub async fn next_event(&mut self) -> Option<Value> {
+        loop {
+            let line = self.lines.next_line().await.ok()??;
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                return Some(v);
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) for an event whose `event` field is `name`.
+    pub async fn wait_for(&mut self, name: &str, limit: Duration) -> Value {
+        let fut = async {
+            while let Some(v) = self.next_event().await {
+                if v["event"] == name {
+                    return v;
+                }
+            }
+            panic!("peer exited before printing a {name:?} event");
+        };
+        match tokio::time::timeout(limit, fut).await {
+            Ok(v) => v,
+            Err(_) => panic!("peer printed no {name:?} event within {limit:?}"),
+        }
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub async fn wait(&mut self, limit: Duration) -> Option<i32> {
+        tokio::time::timeout(limit, self.child.wait()).await.ok()?.ok()?.code()
+    }
+}
+
+/// Lowercase hex sha256 of `data`.
+#[must_use]
+pub fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The peer scripts' seeded byte stream (mulberry32, each `u32`
+/// little-endian), so that both sides can check the bytes.
+#[must_use]
+pub fn seeded_bytes(seed: u32, len: usize) -> Vec<u8> {
+    let mut a = seed;
+    let mut out = Vec::with_capacity(len + 4);
+    while out.len() < len {
+        a = a.wrapping_add(0x6D2B_79F5);
+        let mut t = (a ^ (a >> 15)).wrapping_mul(a | 1);
+        t = t.wrapping_add((t ^ (t >> 7)).wrapping_mul(t | 61)) ^ t;
+        out.extend_from_slice(&(t ^ (t >> 14)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeded_stream_matches_the_peer_scripts() {
+        // Values from peers/README.md (computed by the Node script).
+        assert_eq!(
+            seeded_bytes(1, 10),
+            [0xf3, 0xea, 0x87, 0xa0, 0xc9, 0x49, 0xb3, 0x00, 0xeb, 0xc4]
+        );
+        assert_eq!(
+            sha256_hex(&seeded_bytes(1, 1 << 20)),
+            "2846a21521345deecd97f682371c087e3883dadd2252d139040199ac1b3c2188"
+        );
+    }
+}

@@ -1,6 +1,81 @@
-//! libp2p-utp: the tokio runtime for the uTP engine in `utp-proto`, and a
-//! libp2p `Transport` for `/ip4|ip6/<ip>/udp/<port>/utp`.
+//! libp2p-utp: uTP (the Micro Transport Protocol of BitTorrent, BEP 29) on
+//! tokio.
 //!
-//! Not yet implemented: this crate is filled by the runtime and transport
-//! issues. See the workspace README for the status of each part.
+//! This crate runs the sans-IO engine of [`utp_proto`] over a UDP socket:
+//!
+//! - [`UtpSocket`] owns one UDP socket and a background task that drives
+//!   every connection over it: dial with [`UtpSocket::connect`], accept with
+//!   [`UtpSocket::accept`] (or [`UtpSocket::incoming`]), both on one socket;
+//!   datagrams that are not uTP go to [`UtpSocket::recv_non_utp`].
+//! - [`UtpStream`] is one connection: tokio's and the `futures` crate's
+//!   `AsyncRead`/`AsyncWrite`, half-close with `shutdown`, graceful
+//!   [`close`](UtpStream::close), [`reset`](UtpStream::reset), statistics.
+//! - [`Config`] holds every engine setting and the runtime's own (accept
+//!   backlog, kernel socket buffers, the non-uTP queue).
+//!
+//! Errors are [`std::io::Error`]s whose kinds say what happened:
+//! `TimedOut` (the peer stopped answering, or a dial or close took longer
+//! than configured), `ConnectionRefused` (the peer does not accept),
+//! `ConnectionReset` (the peer aborted), `ConnectionAborted` (this side
+//! aborted), `BrokenPipe` (writing after a shutdown, or the socket's
+//! background task is gone). When a connection failed, the error (or its
+//! [`source`](std::error::Error::source) for dials) is a
+//! [`utp_proto::ConnectionError`].
+//!
+//! # How it runs
+//!
+//! Each socket spawns one task that owns the receive path and the timers.
+//! The engine, the wakers of every connection and the accept queue sit
+//! behind one mutex shared with the streams: a stream locks it to read or
+//! write and wakes the task when it produced something to send. The task
+//! receives a batch of datagrams, feeds them to the engine under one lock,
+//! takes a batch of datagrams to send and the events, then sends and wakes
+//! without the lock. On Linux it receives with `recvmmsg` and UDP GRO and
+//! sends runs of datagrams to one peer with UDP GSO (through `quinn-udp`),
+//! several times faster on loopback than one system call per datagram.
+//! Nothing grows without bound: a reader that does not keep up closes the
+//! receive window and the writer waits.
+//!
+//! # Example
+//!
+//! ```
+//! use libp2p_utp::UtpSocket;
+//! use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> std::io::Result<()> {
+//! let server = UtpSocket::bind("127.0.0.1:0").await?;
+//! let client = UtpSocket::bind("127.0.0.1:0").await?;
+//! let server_addr = server.local_addr()?;
+//!
+//! let echo = tokio::spawn(async move {
+//!     let mut stream = server.accept().await?;
+//!     let mut buf = Vec::new();
+//!     stream.read_to_end(&mut buf).await?; // until the client shuts down
+//!     stream.write_all(&buf).await?;
+//!     stream.close().await // waits until the client got everything
+//! });
+//!
+//! let mut stream = client.connect(server_addr).await?;
+//! stream.write_all(b"hello").await?;
+//! stream.shutdown().await?; // half-close: we are done writing
+//! let mut reply = Vec::new();
+//! stream.read_to_end(&mut reply).await?;
+//! assert_eq!(reply, b"hello");
+//! echo.await.unwrap()?;
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
+
+mod config;
+mod driver;
+mod shared;
+mod socket;
+mod stream;
+mod udp;
+
+pub use config::{Config, DEFAULT_SOCKET_BUFFER_SIZE};
+pub use socket::{IncomingStreams, UtpSocket};
+pub use stream::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, UtpStream, WriteHalf};
+pub use utp_proto::{self, Stats};

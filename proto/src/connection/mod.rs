@@ -212,8 +212,6 @@ pub struct Connection {
     packet_size: usize,
     /// A zero-window probe may go out regardless of the peer's window.
     probe_allowed: bool,
-    /// The peer's window is closed: arm the persist timer at the next poll.
-    persist_wanted: bool,
     write_blocked: bool,
 
     recv: RecvBuffer,
@@ -359,7 +357,6 @@ impl Connection {
             fast_resend_from: first_seq,
             packet_size,
             probe_allowed: false,
-            persist_wanted: false,
             write_blocked: false,
             recv: RecvBuffer::new(SeqNr(0), config.receive_buffer_size),
             ack_pending: false,
@@ -1004,19 +1001,21 @@ impl Connection {
         self.packet_size - HEADER_LEN - extra_header
     }
 
-    /// The send window: what the congestion controller and the peer allow.
-    fn send_window(&self) -> usize {
-        let mut wnd = self.cc.window().min(self.peer_wnd);
-        if self.state == State::SynRecv {
-            wnd = wnd.min(self.config.pre_confirm_limit);
-        }
-        wnd
-    }
-
-    /// Room for a packet of `size` bytes in the window.
-    fn window_allows(&mut self, size: usize) -> bool {
+    /// Room for a packet of `payload` bytes: the congestion window counts
+    /// whole packets, the peer's receive window only payload (and, before
+    /// the initiator confirmed the handshake, our pre-confirmation cap).
+    /// When the peer's window is closed with nothing in flight, arms the
+    /// persist timer so that a probe goes out even if the window update is
+    /// lost.
+    fn window_allows(&mut self, now: Instant, payload: usize) -> bool {
         let in_flight = self.sent.bytes_in_flight();
-        if in_flight + size <= self.send_window() {
+        let mut peer_wnd = self.peer_wnd;
+        if self.state == State::SynRecv {
+            peer_wnd = peer_wnd.min(self.config.pre_confirm_limit);
+        }
+        let cwnd_ok = in_flight + payload + HEADER_LEN <= self.cc.window();
+        let peer_ok = self.sent.payload_in_flight() + payload <= peer_wnd;
+        if cwnd_ok && peer_ok {
             return true;
         }
         if in_flight == 0 {
@@ -1024,10 +1023,8 @@ impl Connection {
                 self.probe_allowed = false;
                 return true;
             }
-            // The peer's window is closed: probe it later.
-            if self.timers.get(Timer::Persist).is_none() {
-                // Armed from the caller's clock at the next poll.
-                self.persist_wanted = true;
+            if !peer_ok && self.timers.get(Timer::Persist).is_none() {
+                self.timers.set(Timer::Persist, now + self.rto());
             }
         }
         false
@@ -1035,10 +1032,6 @@ impl Connection {
 
     /// Writes the next datagram into `buf`; returns its length.
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        if self.persist_wanted {
-            self.persist_wanted = false;
-            self.timers.set(Timer::Persist, now + self.rto());
-        }
         if self.reset_pending {
             self.reset_pending = false;
             let mut repr = Repr::new(
@@ -1108,7 +1101,7 @@ impl Connection {
         let (kind, offset, len, size) = (p.kind, p.offset, p.len, p.size());
         let meta = p.meta.clone();
         let resend = p.transmissions > 0;
-        if kind != PacketType::Syn && !self.window_allows(size) {
+        if kind != PacketType::Syn && !self.window_allows(now, len) {
             return None;
         }
         if resend {
@@ -1132,7 +1125,7 @@ impl Connection {
             {
                 return None;
             }
-            if !self.window_allows(seg.len + HEADER_LEN) {
+            if !self.window_allows(now, seg.len) {
                 return None;
             }
             let meta = self.send_buf.take_segment(seg);
@@ -1158,7 +1151,7 @@ impl Connection {
                 buf,
             );
         }
-        if self.local_fin == LocalFin::Requested && self.window_allows(HEADER_LEN) {
+        if self.local_fin == LocalFin::Requested && self.window_allows(now, 0) {
             let seq = self.sent.push(SentPacket {
                 kind: PacketType::Fin,
                 offset: self.send_buf.end(),

@@ -40,13 +40,21 @@ pub(crate) struct SentPackets {
     first: SeqNr,
     packets: VecDeque<SentPacket>,
     bytes_in_flight: usize,
+    /// Payload bytes of the same packets (what the peer's window counts).
+    payload_in_flight: usize,
     /// Packets marked lost and not yet sent again.
     lost: usize,
 }
 
 impl SentPackets {
     pub(crate) fn new(first: SeqNr) -> Self {
-        SentPackets { first, packets: VecDeque::new(), bytes_in_flight: 0, lost: 0 }
+        SentPackets {
+            first,
+            packets: VecDeque::new(),
+            bytes_in_flight: 0,
+            payload_in_flight: 0,
+            lost: 0,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -72,11 +80,17 @@ impl SentPackets {
         self.bytes_in_flight
     }
 
+    /// Payload bytes in flight: what the peer's receive window counts.
+    pub(crate) fn payload_in_flight(&self) -> usize {
+        self.payload_in_flight
+    }
+
     /// Records a new packet; returns its sequence number.
     pub(crate) fn push(&mut self, packet: SentPacket) -> SeqNr {
         let seq = self.next_seq();
         if packet.counts_in_flight() {
             self.bytes_in_flight += packet.size();
+            self.payload_in_flight += packet.len;
         }
         self.lost += usize::from(packet.lost);
         self.packets.push_back(packet);
@@ -105,6 +119,7 @@ impl SentPackets {
             self.first = self.first.next();
             if p.counts_in_flight() {
                 self.bytes_in_flight -= p.size();
+                self.payload_in_flight -= p.len;
             }
             self.lost -= usize::from(p.lost);
             f(seq, p);
@@ -121,6 +136,7 @@ impl SentPackets {
         }
         if p.counts_in_flight() {
             self.bytes_in_flight -= p.size();
+            self.payload_in_flight -= p.len;
         }
         p.sacked = true;
         if p.lost {
@@ -139,6 +155,7 @@ impl SentPackets {
             return false;
         }
         self.bytes_in_flight -= p.size();
+        self.payload_in_flight -= p.len;
         p.lost = true;
         self.lost += 1;
         true
@@ -153,6 +170,7 @@ impl SentPackets {
             }
         }
         self.bytes_in_flight = 0;
+        self.payload_in_flight = 0;
     }
 
     /// The oldest packet waiting to be sent again.
@@ -171,6 +189,7 @@ impl SentPackets {
                 p.lost = false;
                 self.lost -= 1;
                 self.bytes_in_flight += p.size();
+                self.payload_in_flight += p.len;
             }
             p.transmissions += 1;
             p.time_sent = now;

@@ -295,3 +295,35 @@ fn half_close_outlives_close_timeout() {
     assert_eq!(got.len(), 3000);
     assert_eq!(sim.b.endpoint.connection(b).unwrap().error(), None);
 }
+
+/// Regression (found by the runtime's tests): with the peer's window closed
+/// and nothing in flight, the persist timer was only armed at the *next*
+/// poll, so a sender the application no longer touched waited for the
+/// keepalive (29 s) when the window update was lost.
+#[test]
+fn persist_timer_armed_without_further_polls() {
+    let small = config(|t| t.receive_buffer_size = 64 * 1024);
+    let mut sim = Sim::symmetric(small, lan(), 49);
+    let (a, b) = established(&mut sim);
+    let data = pattern(200 * 1024, 7);
+    // Written once; the sender's application never touches it again.
+    assert_eq!(sim.a.endpoint.connection_mut(a).unwrap().write(&data).unwrap(), data.len());
+    sim.run_for(Duration::from_secs(2));
+    // B drains its buffer; every packet B sends in the next 100 ms is lost
+    // (the window update among them).
+    let until = sim.now + Duration::from_millis(100);
+    let clock = std::rc::Rc::new(std::cell::Cell::new(sim.now));
+    let c2 = clock.clone();
+    sim.filter = Some(Box::new(move |side, _| side == Side::B && c2.get() < until));
+    let start = sim.now;
+    let mut got = Vec::new();
+    let ok = sim.run(Duration::from_secs(60), |sim| {
+        clock.set(sim.now);
+        read_all(sim, Side::B, b, &mut got);
+        got.len() == data.len()
+    });
+    assert!(ok, "got {} of {}", got.len(), data.len());
+    assert_eq!(got, data);
+    let took = sim.now - start;
+    assert!(took < Duration::from_secs(5), "took {took:?}: waited for a keepalive?");
+}

@@ -1,0 +1,172 @@
+//! The driver task: one per socket. It owns the receive path and the timers.
+//!
+//! Each turn of its loop:
+//! 1. receives up to a batch of datagrams without waiting;
+//! 2. under one lock: feeds them to the engine, runs expired timers, takes a
+//!    batch of datagrams to send and the events (collecting the wakers to
+//!    wake);
+//! 3. without the lock: wakes the tasks and sends the batch (a datagram the
+//!    socket cannot take now is kept for when it becomes writable);
+//! 4. if nothing is left to do at once, sleeps until the socket is readable
+//!    (or writable, when a send was refused), a stream notifies it, or the
+//!    engine's next timeout.
+
+use std::io;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+
+use tokio::time::{sleep_until, Instant as TokioInstant};
+use tracing::{debug, trace};
+use utp_proto::DatagramEvent;
+
+use crate::shared::{Inner, Shared, Stopped};
+use crate::udp::{Io, RecvBatch, SendBatch};
+
+/// Runs the driver of `shared` until nothing uses the socket any more.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let guard = StopGuard { shared: shared.clone() };
+    Driver::new(shared).run().await;
+    drop(guard);
+}
+
+/// Marks the socket stopped however the driver ends (returned, cancelled by
+/// a runtime shutdown, or panicked), so that no stream waits forever.
+struct StopGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        let mut wakers = Vec::new();
+        {
+            let mut inner = self.shared.inner.lock();
+            let stopped = Stopped {
+                kind: io::ErrorKind::BrokenPipe,
+                reason: "the uTP socket's background task stopped (was its tokio runtime shut \
+                         down?)"
+                    .into(),
+            };
+            inner.stop(stopped, &mut wakers);
+        }
+        wakers.into_iter().for_each(Waker::wake);
+        debug!(local = %self.shared.local_addr, "driver stopped");
+    }
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    io: Io,
+    rx: RecvBatch,
+    tx: SendBatch,
+    wakers: Vec<Waker>,
+}
+
+impl Driver {
+    fn new(shared: Arc<Shared>) -> Self {
+        let transport = shared.config.transport();
+        let slot = transport.max_packet_size_v4.max(transport.max_packet_size_v6).max(1500);
+        let io = Io::new(&shared.socket, shared.config.batched_io);
+        let rx = RecvBatch::new(&io);
+        Driver { shared, io, rx, tx: SendBatch::new(slot), wakers: Vec::new() }
+    }
+
+    async fn run(&mut self) {
+        let shared = self.shared.clone();
+        let socket = &shared.socket;
+        let sleep = sleep_until(TokioInstant::now());
+        tokio::pin!(sleep);
+        let mut tx_blocked = false;
+        loop {
+            let now = Instant::now();
+            let rx_more = self.rx.recv(socket, &self.io);
+            let mut tx_more = false;
+            let (timeout, unused) = {
+                let mut guard = shared.inner.lock();
+                let inner = &mut *guard;
+                self.handle_datagrams(inner, now);
+                if inner.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                    inner.endpoint.handle_timeout(now);
+                }
+                if self.tx.is_empty() {
+                    let endpoint = &mut inner.endpoint;
+                    tx_more = self.tx.fill(|buf| {
+                        endpoint.poll_transmit(now, buf).map(|t| (t.destination, t.size))
+                    });
+                }
+                while let Some((handle, event)) = inner.endpoint.poll_event() {
+                    trace!(?handle, ?event, "event");
+                    inner.on_event(handle, event, &mut self.wakers);
+                }
+                (inner.endpoint.poll_timeout(), inner.is_unused())
+            };
+            self.wakers.drain(..).for_each(Waker::wake);
+            if !self.tx.is_empty() {
+                tx_blocked = !self.tx.send(socket, &self.io);
+            }
+            if unused && self.tx.is_empty() {
+                debug!(local = %shared.local_addr, "socket unused: driver exits");
+                return;
+            }
+            if rx_more || (tx_more && !tx_blocked) {
+                // More is waiting: go on, but let other tasks run from time
+                // to time.
+                tokio::task::consume_budget().await;
+                continue;
+            }
+            if let Some(t) = timeout {
+                sleep.as_mut().reset(TokioInstant::from_std(t));
+            }
+            tokio::select! {
+                biased;
+                _ = shared.notify.notified() => {}
+                r = socket.readable() => {
+                    if let Err(e) = r {
+                        debug!(error = %e, "waiting for the socket failed");
+                    }
+                }
+                r = socket.writable(), if tx_blocked => {
+                    tx_blocked = false;
+                    if let Err(e) = r {
+                        debug!(error = %e, "waiting for the socket failed");
+                    }
+                }
+                () = &mut sleep, if timeout.is_some() => {}
+            }
+        }
+    }
+
+    /// Feeds the received batch to the engine.
+    fn handle_datagrams(&mut self, inner: &mut Inner, now: Instant) {
+        let config = &self.shared.config;
+        for (from, data) in self.rx.iter() {
+            match inner.endpoint.handle_datagram(now, from, data) {
+                DatagramEvent::Connection(_) | DatagramEvent::Dropped => {}
+                DatagramEvent::Incoming(incoming) => {
+                    if !inner.listening || inner.accept_queue.len() >= config.accept_backlog {
+                        debug!(remote = %from, listening = inner.listening, "refusing connection");
+                        inner.endpoint.refuse(incoming);
+                        continue;
+                    }
+                    match inner.endpoint.accept(now, incoming) {
+                        Ok(handle) => {
+                            debug!(remote = %from, ?handle, "accepted connection");
+                            inner.track(handle);
+                            inner.accept_queue.push_back(handle);
+                            inner.accept_wakers.drain_into(&mut self.wakers);
+                        }
+                        Err(e) => debug!(remote = %from, error = %e, "could not accept"),
+                    }
+                }
+                DatagramEvent::NotUtp => {
+                    if inner.socket_dropped || inner.non_utp.len() >= config.non_utp_queue_len {
+                        inner.non_utp_dropped += 1;
+                    } else {
+                        inner.non_utp.push_back((data.to_vec(), from));
+                        inner.non_utp_wakers.drain_into(&mut self.wakers);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,527 @@
+//! [`UtpStream`]: one connection as a byte stream, and its halves.
+
+use std::fmt;
+use std::future::poll_fn;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tracing::debug;
+use utp_proto::{ConnectionHandle, ReadError, Stats, TransportConfig, WriteError};
+
+use crate::shared::{register, Inner, Shared};
+
+/// What every handle of one connection shares. Dropping the last handle
+/// gives the connection back to the engine ([`Inner::release`]), which
+/// closes it gracefully in the background.
+pub(crate) struct StreamShared {
+    shared: Arc<Shared>,
+    handle: ConnectionHandle,
+    peer: SocketAddr,
+    /// The connection's settings (the socket's, or the dial's own).
+    config: Arc<TransportConfig>,
+}
+
+impl fmt::Debug for StreamShared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UtpStream")
+            .field("local_addr", &self.shared.local_addr)
+            .field("peer_addr", &self.peer)
+            .field("handle", &self.handle.0)
+            .finish()
+    }
+}
+
+impl Drop for StreamShared {
+    fn drop(&mut self) {
+        {
+            let mut inner = self.shared.inner.lock();
+            inner.release(self.handle);
+            inner.streams -= 1;
+        }
+        self.shared.wake_driver();
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "the uTP connection no longer exists")
+}
+
+fn write_error(e: WriteError) -> io::Error {
+    match e {
+        WriteError::Connection(e) => e.into(),
+        WriteError::Finished => io::Error::new(
+            io::ErrorKind::BrokenPipe,
+            "the write side of the uTP stream is shut down",
+        ),
+        e => io::Error::other(e),
+    }
+}
+
+fn read_error(e: ReadError) -> io::Error {
+    match e {
+        ReadError::Connection(e) => e.into(),
+        e => io::Error::other(e),
+    }
+}
+
+impl StreamShared {
+    /// A handle on a tracked connection; counts as a stream of the socket.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        inner: &mut Inner,
+        handle: ConnectionHandle,
+        peer: SocketAddr,
+        config: Arc<TransportConfig>,
+    ) -> Arc<Self> {
+        inner.streams += 1;
+        Arc::new(StreamShared { shared, handle, peer, config })
+    }
+
+    /// Ready once the handshake completed (or failed).
+    pub(crate) fn poll_connected(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut guard = self.shared.inner.lock();
+        let inner = &mut *guard;
+        inner.check_running()?;
+        let conn = inner.endpoint.connection(self.handle).ok_or_else(gone)?;
+        if conn.is_connected() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = conn.error() {
+            return Poll::Ready(Err(e.into()));
+        }
+        if conn.is_closed() {
+            return Poll::Ready(Err(gone()));
+        }
+        register(&mut inner.wakers(self.handle).ok_or_else(gone)?.connect, cx.waker());
+        Poll::Pending
+    }
+
+    fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut guard = self.shared.inner.lock();
+        let inner = &mut *guard;
+        let conn = inner.endpoint.connection_mut(self.handle).ok_or_else(gone)?;
+        let window_before = conn.stats().recv_window;
+        match conn.read(buf) {
+            Ok(n) => {
+                drop(guard);
+                // Reading reopens the receive window; the engine may want to
+                // tell the peer (a window update) if it was closing.
+                let threshold =
+                    (self.config.receive_buffer_size / 2).max(4 * self.config.max_packet_size_v4);
+                if n > 0 && window_before < threshold {
+                    self.shared.wake_driver();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Err(ReadError::Blocked) => {
+                inner.check_running()?;
+                register(&mut inner.wakers(self.handle).ok_or_else(gone)?.read, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(read_error(e))),
+        }
+    }
+
+    fn poll_write(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut guard = self.shared.inner.lock();
+        let inner = &mut *guard;
+        inner.check_running()?;
+        let conn = inner.endpoint.connection_mut(self.handle).ok_or_else(gone)?;
+        match conn.write(buf) {
+            Ok(n) => {
+                drop(guard);
+                self.shared.wake_driver();
+                Poll::Ready(Ok(n))
+            }
+            Err(WriteError::Blocked) => {
+                register(&mut inner.wakers(self.handle).ok_or_else(gone)?.write, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(write_error(e))),
+        }
+    }
+
+    fn poll_flush(&self) -> Poll<io::Result<()>> {
+        // Written bytes are with the engine and the driver was told: there
+        // is nothing to push further.
+        Poll::Ready(self.shared.inner.lock().check_running())
+    }
+
+    /// Half-closes: queues a FIN after the data written so far.
+    fn shutdown(&self) -> io::Result<()> {
+        {
+            let mut inner = self.shared.inner.lock();
+            let conn = inner.endpoint.connection_mut(self.handle).ok_or_else(gone)?;
+            if let Some(e) = conn.error() {
+                return Err(e.into());
+            }
+            conn.shutdown();
+        }
+        self.shared.wake_driver();
+        Ok(())
+    }
+
+    /// Ready once our FIN was acknowledged (or the connection ended).
+    fn poll_finished(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut guard = self.shared.inner.lock();
+        let inner = &mut *guard;
+        inner.check_running()?;
+        let conn = inner.endpoint.connection(self.handle).ok_or_else(gone)?;
+        if conn.is_finished() {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = conn.error() {
+            return Poll::Ready(Err(e.into()));
+        }
+        if conn.is_closed() {
+            return Poll::Ready(Ok(()));
+        }
+        register(&mut inner.wakers(self.handle).ok_or_else(gone)?.close, cx.waker());
+        Poll::Pending
+    }
+
+    async fn close(&self) -> io::Result<()> {
+        let timeout = self.config.close_timeout;
+        debug!(peer = %self.peer, "closing");
+        self.shutdown()?;
+        match tokio::time::timeout(timeout, poll_fn(|cx| self.poll_finished(cx))).await {
+            Ok(Ok(())) => {
+                debug!(peer = %self.peer, "closed");
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                debug!(peer = %self.peer, error = %e, "close failed");
+                Err(e)
+            }
+            Err(_) => {
+                debug!(peer = %self.peer, "close timed out");
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "closing the uTP stream to {} timed out after {timeout:?}: the peer did \
+                         not acknowledge all data",
+                        self.peer
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn reset(&self) {
+        {
+            let mut inner = self.shared.inner.lock();
+            if let Some(conn) = inner.endpoint.connection_mut(self.handle) {
+                conn.reset();
+            }
+        }
+        debug!(peer = %self.peer, "reset");
+        self.shared.wake_driver();
+    }
+
+    fn stats(&self) -> Stats {
+        let inner = self.shared.inner.lock();
+        inner.endpoint.connection(self.handle).map(|c| c.stats()).unwrap_or_default()
+    }
+
+    fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+}
+
+/// A uTP connection: a reliable, ordered byte stream.
+///
+/// Implements both tokio's [`AsyncRead`](tokio::io::AsyncRead) /
+/// [`AsyncWrite`](tokio::io::AsyncWrite) and the `futures` crate's
+/// [`AsyncRead`](futures_io::AsyncRead) /
+/// [`AsyncWrite`](futures_io::AsyncWrite); both share one implementation.
+///
+/// - A read returns `0` once the peer finished sending (its FIN arrived) and
+///   everything was read; an aborted connection fails with
+///   [`ConnectionReset`](io::ErrorKind::ConnectionReset) (the peer sent a
+///   RESET), [`TimedOut`](io::ErrorKind::TimedOut) (the peer stopped
+///   answering) or [`ConnectionAborted`](io::ErrorKind::ConnectionAborted)
+///   (this side called [`UtpStream::reset`]).
+/// - A write takes what fits in the connection's send buffer
+///   ([`TransportConfig::send_buffer_size`]) and waits when it is full: a
+///   slow reader slows the writer down through the receive window.
+/// - Flushing returns at once: written bytes are already with the
+///   connection, which sends them as fast as the peer and the network allow.
+/// - Shutting down (tokio's `poll_shutdown`, futures' `poll_close`) is a
+///   half-close: it queues a FIN after the data written so far and returns
+///   at once, waiting neither for the data to be sent nor for the FIN to be
+///   acknowledged. Reading goes on. Further writes fail with
+///   [`BrokenPipe`](io::ErrorKind::BrokenPipe). To wait until the peer
+///   received everything, use [`UtpStream::close`].
+/// - Dropping the stream (both halves, if split) without closing it lets the
+///   connection close gracefully in the background: the data written so
+///   far is still delivered, then a FIN; the connection is freed once
+///   closed (at the latest after [`TransportConfig::close_timeout`]).
+pub struct UtpStream {
+    inner: Arc<StreamShared>,
+}
+
+impl fmt::Debug for UtpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl UtpStream {
+    pub(crate) fn new(inner: Arc<StreamShared>) -> Self {
+        UtpStream { inner }
+    }
+
+    /// The peer's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// The local address (that of the socket).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+
+    /// The connection's counters and estimates (bytes, packets,
+    /// retransmissions, RTT, windows).
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// Closes gracefully: queues a FIN after the data written so far (like
+    /// shutting down), then waits until the peer acknowledged it, that is
+    /// until it received every byte written.
+    ///
+    /// Waits at most [`TransportConfig::close_timeout`] from the call and
+    /// then fails with [`TimedOut`](io::ErrorKind::TimedOut) (the connection
+    /// goes on closing in the background). The peer may still send: reading
+    /// goes on after `close`.
+    pub async fn close(&mut self) -> io::Result<()> {
+        self.inner.close().await
+    }
+
+    /// Aborts the connection: sends a RESET and returns at once. Unsent and
+    /// unread data is discarded; the peer's next read or write fails with
+    /// [`ConnectionReset`](io::ErrorKind::ConnectionReset), ours with
+    /// [`ConnectionAborted`](io::ErrorKind::ConnectionAborted).
+    pub fn reset(&self) {
+        self.inner.reset();
+    }
+
+    /// Splits the stream into halves that can move to different tasks.
+    /// Dropping the write half shuts down writing (queues a FIN); the
+    /// connection is released when both halves are dropped.
+    #[must_use]
+    pub fn into_split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        let read = OwnedReadHalf { inner: self.inner.clone() };
+        (read, OwnedWriteHalf { inner: self.inner, shutdown_on_drop: true })
+    }
+
+    /// Splits a borrowed stream into a reading and a writing half, to use
+    /// both at once in one task.
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
+        (ReadHalf { inner: &self.inner }, WriteHalf { inner: &self.inner })
+    }
+}
+
+/// The reading half of a [`UtpStream`], from [`UtpStream::into_split`].
+#[derive(Debug)]
+pub struct OwnedReadHalf {
+    inner: Arc<StreamShared>,
+}
+
+impl OwnedReadHalf {
+    /// The peer's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// The local address (that of the socket).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+
+    /// The connection's counters and estimates.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// Puts the stream together again; fails (handing both halves back) if
+    /// they come from different streams.
+    pub fn reunite(self, mut write: OwnedWriteHalf) -> Result<UtpStream, ReuniteError> {
+        if Arc::ptr_eq(&self.inner, &write.inner) {
+            write.shutdown_on_drop = false;
+            Ok(UtpStream { inner: self.inner })
+        } else {
+            Err(ReuniteError(self, write))
+        }
+    }
+}
+
+/// The writing half of a [`UtpStream`], from [`UtpStream::into_split`].
+/// Dropping it shuts down writing (the peer reads the end of the stream
+/// after the data written so far).
+#[derive(Debug)]
+pub struct OwnedWriteHalf {
+    inner: Arc<StreamShared>,
+    shutdown_on_drop: bool,
+}
+
+impl Drop for OwnedWriteHalf {
+    fn drop(&mut self) {
+        if self.shutdown_on_drop {
+            let _ = self.inner.shutdown();
+        }
+    }
+}
+
+impl OwnedWriteHalf {
+    /// The peer's address.
+    #[must_use]
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// The local address (that of the socket).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr()
+    }
+
+    /// The connection's counters and estimates.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// Closes the writing side gracefully and waits until the peer
+    /// acknowledged every byte; see [`UtpStream::close`].
+    pub async fn close(&mut self) -> io::Result<()> {
+        self.inner.close().await
+    }
+
+    /// Aborts the connection with a RESET; see [`UtpStream::reset`].
+    pub fn reset(&self) {
+        self.inner.reset();
+    }
+}
+
+/// The halves given to [`OwnedReadHalf::reunite`] belong to different
+/// streams; both are handed back.
+#[derive(Debug)]
+pub struct ReuniteError(pub OwnedReadHalf, pub OwnedWriteHalf);
+
+impl fmt::Display for ReuniteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("tried to reunite halves of different uTP streams")
+    }
+}
+
+impl std::error::Error for ReuniteError {}
+
+/// The reading half of a borrowed [`UtpStream`], from [`UtpStream::split`].
+#[derive(Debug)]
+pub struct ReadHalf<'a> {
+    inner: &'a StreamShared,
+}
+
+/// The writing half of a borrowed [`UtpStream`], from [`UtpStream::split`].
+/// Dropping it does not shut down writing.
+#[derive(Debug)]
+pub struct WriteHalf<'a> {
+    inner: &'a StreamShared,
+}
+
+/// tokio's and futures' `AsyncRead` for a type with an `inner` that derefs
+/// to [`StreamShared`].
+macro_rules! impl_read {
+    ($($ty:ty),*) => {$(
+        impl tokio::io::AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                let n = std::task::ready!(self.inner.poll_read(cx, buf.initialize_unfilled()))?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        impl futures_io::AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<usize>> {
+                self.inner.poll_read(cx, buf)
+            }
+        }
+    )*};
+}
+
+/// tokio's and futures' `AsyncWrite` for a type with an `inner` that derefs
+/// to [`StreamShared`].
+macro_rules! impl_write {
+    ($($ty:ty),*) => {$(
+        impl tokio::io::AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.inner.poll_write(cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.inner.poll_flush()
+            }
+
+            /// Half-close: queues a FIN and returns at once (see
+            /// [`UtpStream`]).
+            fn poll_shutdown(
+                self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+            ) -> Poll<io::Result<()>> {
+                Poll::Ready(self.inner.shutdown())
+            }
+        }
+
+        impl futures_io::AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                self.inner.poll_write(cx, buf)
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                self.inner.poll_flush()
+            }
+
+            /// Half-close: queues a FIN and returns at once (see
+            /// [`UtpStream`]).
+            fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                Poll::Ready(self.inner.shutdown())
+            }
+        }
+    )*};
+}
+
+impl_read!(UtpStream, OwnedReadHalf, ReadHalf<'_>);
+impl_write!(UtpStream, OwnedWriteHalf, WriteHalf<'_>);

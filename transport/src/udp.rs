@@ -1,0 +1,311 @@
+//! The UDP socket: creation with the configured kernel buffers, and the
+//! batched, non-blocking receive and send used by the driver.
+
+use std::fmt;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tracing::{debug, warn};
+
+use crate::config::Config;
+
+/// Datagrams received (or sent) per batch at most.
+pub(crate) const BATCH: usize = 64;
+
+/// Largest UDP payload.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Creates a UDP socket bound to `addr`.
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<StdUdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Applies the configured kernel buffer sizes and non-blocking mode.
+pub(crate) fn configure(socket: &StdUdpSocket, config: &Config) -> io::Result<()> {
+    let sock = socket2::SockRef::from(socket);
+    sock.set_nonblocking(true)?;
+    if let Some(size) = config.socket_recv_buffer_size {
+        sock.set_recv_buffer_size(size)?;
+        let got = sock.recv_buffer_size()?;
+        // Linux reports twice what was set (bookkeeping overhead included).
+        if got < size {
+            warn!(
+                requested = size,
+                got, "UDP receive buffer capped by the kernel (raise net.core.rmem_max)"
+            );
+        } else {
+            debug!(size = got, "UDP receive buffer");
+        }
+    }
+    if let Some(size) = config.socket_send_buffer_size {
+        sock.set_send_buffer_size(size)?;
+        let got = sock.send_buffer_size()?;
+        if got < size {
+            warn!(
+                requested = size,
+                got, "UDP send buffer capped by the kernel (raise net.core.wmem_max)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// How datagrams move between the socket and the driver.
+pub(crate) enum Io {
+    /// `quinn-udp`: `recvmmsg` with GRO, `sendmsg` with GSO where the
+    /// system supports them (one datagram per call elsewhere).
+    Batched(quinn_udp::UdpSocketState),
+    /// One `recvfrom`/`sendto` per datagram.
+    Plain,
+}
+
+impl fmt::Debug for Io {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Io::Batched(state) => f
+                .debug_struct("Batched")
+                .field("max_gso_segments", &state.max_gso_segments())
+                .field("gro_segments", &state.gro_segments())
+                .finish(),
+            Io::Plain => f.write_str("Plain"),
+        }
+    }
+}
+
+impl Io {
+    /// Batched I/O if `batched` and the socket supports it.
+    pub(crate) fn new(socket: &UdpSocket, batched: bool) -> Io {
+        if !batched {
+            return Io::Plain;
+        }
+        match quinn_udp::UdpSocketState::new(socket.into()) {
+            Ok(state) => {
+                debug!(
+                    gso = state.max_gso_segments(),
+                    gro = state.gro_segments(),
+                    "batched UDP I/O"
+                );
+                Io::Batched(state)
+            }
+            Err(e) => {
+                debug!(error = %e, "batched UDP I/O unavailable");
+                Io::Plain
+            }
+        }
+    }
+
+    /// Datagrams one send may carry.
+    fn max_segments(&self) -> usize {
+        match self {
+            Io::Batched(state) => state.max_gso_segments(),
+            Io::Plain => 1,
+        }
+    }
+}
+
+/// Received datagrams, waiting to be handed to the engine.
+#[derive(Debug)]
+pub(crate) struct RecvBatch {
+    buf: Box<[u8]>,
+    /// (source, start, end) of each datagram in `buf`.
+    datagrams: Vec<(SocketAddr, usize, usize)>,
+    meta: Vec<quinn_udp::RecvMeta>,
+}
+
+/// Size of one receive buffer of a `recvmmsg` call: one datagram of the
+/// largest size, or one GRO train (at most 64 KiB in all).
+const RECV_SLOT: usize = MAX_DATAGRAM;
+
+impl RecvBatch {
+    pub(crate) fn new(io: &Io) -> Self {
+        let len = match io {
+            Io::Batched(_) => quinn_udp::BATCH_SIZE * RECV_SLOT,
+            Io::Plain => BATCH * 2048 + MAX_DATAGRAM,
+        };
+        RecvBatch {
+            buf: vec![0u8; len].into_boxed_slice(),
+            datagrams: Vec::with_capacity(BATCH),
+            meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
+        }
+    }
+
+    /// Receives what the socket holds without waiting: a batch of datagrams
+    /// at most; returns `true` if the batch filled up (more may wait).
+    pub(crate) fn recv(&mut self, socket: &UdpSocket, io: &Io) -> bool {
+        self.datagrams.clear();
+        match io {
+            Io::Batched(state) => self.recv_batched(socket, state),
+            Io::Plain => self.recv_plain(socket),
+        }
+    }
+
+    fn recv_batched(&mut self, socket: &UdpSocket, state: &quinn_udp::UdpSocketState) -> bool {
+        let mut chunks = self.buf.chunks_mut(RECV_SLOT);
+        let mut iov: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let meta = &mut self.meta;
+        let n = loop {
+            match socket.try_io(Interest::READABLE, || state.recv(socket.into(), &mut iov, meta)) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!(error = %e, "UDP receive error");
+                    return false;
+                }
+            }
+        };
+        for (i, m) in self.meta[..n].iter().enumerate() {
+            let base = i * RECV_SLOT;
+            let stride = if m.stride == 0 { m.len.max(1) } else { m.stride };
+            let mut start = 0;
+            while start < m.len {
+                let end = (start + stride).min(m.len);
+                self.datagrams.push((m.addr, base + start, base + end));
+                start = end;
+            }
+            if m.len == 0 {
+                self.datagrams.push((m.addr, base, base));
+            }
+        }
+        n == quinn_udp::BATCH_SIZE
+    }
+
+    fn recv_plain(&mut self, socket: &UdpSocket) -> bool {
+        let mut used = 0;
+        while self.datagrams.len() < BATCH && self.buf.len() - used >= MAX_DATAGRAM {
+            match socket.try_recv_from(&mut self.buf[used..]) {
+                Ok((n, from)) => {
+                    self.datagrams.push((from, used, used + n));
+                    used += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors reported on some platforms: nothing to do
+                    // for a datagram socket shared by many peers.
+                    debug!(error = %e, "UDP receive error");
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The datagrams received by the last [`RecvBatch::recv`].
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
+        self.datagrams.iter().map(|&(from, start, end)| (from, &self.buf[start..end]))
+    }
+}
+
+/// Most bytes one segmented (GSO) send carries.
+const MAX_GSO_BYTES: usize = 65_000;
+
+/// Datagrams produced by the engine, waiting to be sent. They are laid out
+/// back to back so that a run of equal-sized datagrams to one destination
+/// goes out in one segmented send.
+#[derive(Debug)]
+pub(crate) struct SendBatch {
+    buf: Box<[u8]>,
+    slot: usize,
+    /// (destination, start, length) of each datagram.
+    datagrams: Vec<(SocketAddr, usize, usize)>,
+    /// Datagrams already sent.
+    sent: usize,
+}
+
+impl SendBatch {
+    /// A batch for datagrams of at most `slot` bytes.
+    pub(crate) fn new(slot: usize) -> Self {
+        SendBatch {
+            buf: vec![0u8; BATCH * slot].into_boxed_slice(),
+            slot,
+            datagrams: Vec::with_capacity(BATCH),
+            sent: 0,
+        }
+    }
+
+    /// Nothing left to send.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sent == self.datagrams.len()
+    }
+
+    /// Fills the batch from `poll` (which writes a datagram into the buffer
+    /// it is given and returns its destination and size); returns `true` if
+    /// the batch filled up (more may be waiting).
+    pub(crate) fn fill(
+        &mut self,
+        mut poll: impl FnMut(&mut [u8]) -> Option<(SocketAddr, usize)>,
+    ) -> bool {
+        debug_assert!(self.is_empty());
+        self.datagrams.clear();
+        self.sent = 0;
+        let mut used = 0;
+        while self.datagrams.len() < BATCH {
+            match poll(&mut self.buf[used..used + self.slot]) {
+                Some((to, len)) => {
+                    self.datagrams.push((to, used, len));
+                    used += len;
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Sends without waiting; returns `false` if the socket is full (wait
+    /// for it to become writable, the unsent datagrams are kept).
+    pub(crate) fn send(&mut self, socket: &UdpSocket, io: &Io) -> bool {
+        let max_segments = io.max_segments();
+        while self.sent < self.datagrams.len() {
+            let (to, start, size) = self.datagrams[self.sent];
+            // A run of datagrams to the same peer, all of `size` bytes but
+            // the last, which may be shorter.
+            let mut end = self.sent + 1;
+            let mut bytes = size;
+            while end < self.datagrams.len() && end - self.sent < max_segments {
+                let (next_to, _, next_size) = self.datagrams[end];
+                if next_to != to || next_size > size || bytes + next_size > MAX_GSO_BYTES {
+                    break;
+                }
+                end += 1;
+                bytes += next_size;
+                if next_size < size {
+                    break;
+                }
+            }
+            let contents = &self.buf[start..start + bytes];
+            let result = match io {
+                Io::Batched(state) => {
+                    let transmit = quinn_udp::Transmit {
+                        destination: to,
+                        ecn: None,
+                        contents,
+                        segment_size: (end - self.sent > 1).then_some(size),
+                        src_ip: None,
+                    };
+                    socket.try_io(Interest::WRITABLE, || state.send(socket.into(), &transmit))
+                }
+                Io::Plain => socket.try_send_to(contents, to).map(|_| ()),
+            };
+            match result {
+                Ok(()) => self.sent = end,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Unreachable network, bad address family...: the
+                    // datagrams are lost; the connection retransmits or
+                    // times out.
+                    debug!(error = %e, %to, "UDP send error");
+                    self.sent = end;
+                }
+            }
+        }
+        true
+    }
+}
