@@ -239,25 +239,42 @@ fn summary(bytes: u64, elapsed: Duration, hash: Sha256) -> String {
     )
 }
 
+/// Copies `from` to `to` until end of stream, hashing and counting the
+/// bytes and moving the progress bar; errors name the side that failed.
+async fn copy_hashing<R, W>(
+    from: &mut R,
+    to: &mut W,
+    bar: &ProgressBar,
+    reading: &str,
+    writing: &str,
+) -> Result<(u64, Sha256), (io::Error, String)>
+where
+    R: AsyncRead + Unpin + ?Sized,
+    W: AsyncWrite + Unpin + ?Sized,
+{
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = ctx(from.read(&mut buf).await, reading)?;
+        if n == 0 {
+            return Ok((total, hash));
+        }
+        hash.update(&buf[..n]);
+        ctx(to.write_all(&buf[..n]).await, writing)?;
+        total += n as u64;
+        bar.set_position(total);
+    }
+}
+
 async fn send(file: PathBuf, addr: SocketAddr, config: Config) -> CatResult {
     let mut f = ctx(tokio::fs::File::open(&file).await, format!("cannot open {}", file.display()))?;
     let len = f.metadata().await.ok().map(|m| m.len());
     let (_socket, mut stream) = dial(addr, config).await?;
     let bar = progress(len, false);
     let start = Instant::now();
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = ctx(f.read(&mut buf).await, format!("reading {}", file.display()))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        ctx(stream.write_all(&buf[..n]).await, "sending")?;
-        total += n as u64;
-        bar.set_position(total);
-    }
+    let reading = format!("reading {}", file.display());
+    let (total, hash) = copy_hashing(&mut f, &mut stream, &bar, &reading, "sending").await?;
     ctx(stream.close().await, "waiting for the receiver to take the last bytes")?;
     bar.finish_and_clear();
     eprintln!("utpcat: sent {}", summary(total, start.elapsed(), hash));
@@ -278,19 +295,8 @@ async fn recv(addr: SocketAddr, output: Option<PathBuf>, config: Config) -> CatR
     };
     let bar = progress(None, output.is_none());
     let start = Instant::now();
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = ctx(stream.read(&mut buf).await, "receiving")?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        ctx(out.write_all(&buf[..n]).await, "writing the output")?;
-        total += n as u64;
-        bar.set_position(total);
-    }
+    let (total, hash) =
+        copy_hashing(&mut stream, &mut out, &bar, "receiving", "writing the output").await?;
     ctx(out.flush().await, "writing the output")?;
     bar.finish_and_clear();
     eprintln!("utpcat: received {}", summary(total, start.elapsed(), hash));
