@@ -44,7 +44,7 @@ enum Command {
     /// Accept one connection on HOST:PORT; copy it to stdout and stdin to it.
     /// Exits when both directions are done.
     Listen {
-        /// Address to listen on, e.g. 127.0.0.1:9000 or [::1]:9000.
+        /// Address to listen on, e.g. `127.0.0.1:9000` or `[::1]:9000`.
         addr: SocketAddr,
     },
     /// Connect to HOST:PORT; copy stdin to it and it to stdout. End of
