@@ -31,6 +31,9 @@ use timer::{Timer, TimerTable};
 /// be and still be taken as genuine (reordered ACKs, keepalives).
 const ACK_BACKLOG: u16 = 1024;
 
+/// Shortest linger after both FINs are acknowledged.
+const TIME_WAIT_MIN: Duration = Duration::from_secs(4);
+
 /// Largest receive window we advertise. Wireshark's uTP dissector (and so,
 /// plausibly, other traffic classifiers) takes a packet whose `wnd_size`
 /// exceeds 0x380000 for something other than uTP; libutp advertises 1 MiB.
@@ -232,6 +235,11 @@ pub struct Connection {
     offered: ExtFlags,
     negotiated: ExtFlags,
 
+    /// Sequence number of our FIN once sent.
+    fin_seq: Option<SeqNr>,
+    /// The ACK of the peer's FIN must go out once more with seq = our FIN
+    /// (libtorrent drops a STATE past our FIN; libutp one not past its ack).
+    fin_ack_echo: bool,
     reset_pending: bool,
     error: Option<ConnectionError>,
     events: u8,
@@ -368,6 +376,8 @@ impl Connection {
             syn_ack_pending: false,
             offered: ExtFlags::NONE,
             negotiated: ExtFlags::NONE,
+            fin_seq: None,
+            fin_ack_echo: false,
             reset_pending: false,
             error: None,
             events: 0,
@@ -987,7 +997,9 @@ impl Connection {
         {
             debug!(remote = %self.remote, "both sides finished");
             self.state = State::TimeWait;
-            let linger = (self.rto() * 2).min(self.config.close_timeout);
+            // Long enough for the peer to retransmit its FIN if our ACK is
+            // lost: libtorrent does after 0.5 s, libutp after 1 s then 2 s.
+            let linger = (self.rto() * 2).max(TIME_WAIT_MIN).min(self.config.close_timeout);
             self.timers.stop_all();
             self.timers.set(Timer::Close, now + linger);
         }
@@ -1082,7 +1094,16 @@ impl Connection {
     fn transmit_ack(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if self.ack_pending {
             let repr = self.header(now, PacketType::State, self.sent.next_seq());
+            // Acknowledging the peer's FIN after ours went out: echo it.
+            self.fin_ack_echo = self.fin_seq.is_some() && self.recv.is_eof();
             return self.emit_with_sack_payload(now, repr, buf, self.send_buf.unsent(), 0);
+        }
+        if self.fin_ack_echo {
+            self.fin_ack_echo = false;
+            if let Some(fin) = self.fin_seq {
+                let repr = self.header(now, PacketType::State, fin);
+                return self.finish_emit(now, &repr, buf, 0);
+            }
         }
         if self.keepalive_pending {
             self.keepalive_pending = false;
@@ -1164,6 +1185,7 @@ impl Connection {
                 window_limited: false,
             });
             self.local_fin = LocalFin::Sent(seq);
+            self.fin_seq = Some(seq);
             self.timers.set(Timer::Close, now + self.config.close_timeout);
             debug!(remote = %self.remote, seq = %seq, "sending FIN");
             return self.emit_data(now, PacketType::Fin, seq, 0, 0, None, buf);

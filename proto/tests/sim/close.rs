@@ -327,3 +327,64 @@ fn persist_timer_armed_without_further_polls() {
     let took = sim.now - start;
     assert!(took < Duration::from_secs(5), "took {took:?}: waited for a keepalive?");
 }
+
+/// libtorrent drops any STATE after our FIN whose seq is not exactly our
+/// FIN's; libutp drops a STATE whose seq is not past its ack_nr. The ACK of
+/// the peer's FIN therefore goes out twice once our FIN is out: with
+/// seq = our FIN and with seq = FIN + 1 (found in captures against both).
+#[test]
+fn fin_ack_after_our_fin_satisfies_libtorrent_and_libutp() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 50);
+    let (a, b) = established(&mut sim);
+    let log: std::rc::Rc<RefCell<Vec<Repr<'static>>>> = std::rc::Rc::default();
+    let l = log.clone();
+    sim.filter = Some(Box::new(move |side, d| {
+        if side == Side::A {
+            let r = Repr::parse_bytes(d).unwrap();
+            // Keep only the header fields we look at.
+            let mut copy = Repr::new(r.packet_type, r.connection_id, r.seq_nr, r.ack_nr);
+            copy.wnd_size = r.wnd_size;
+            l.borrow_mut().push(copy);
+        }
+        false
+    }));
+    // A closes first, then B.
+    sim.a.endpoint.connection_mut(a).unwrap().shutdown();
+    sim.run_for(Duration::from_millis(100));
+    sim.b.endpoint.connection_mut(b).unwrap().shutdown();
+    sim.run_for(Duration::from_millis(100));
+    let log = log.borrow();
+    let fin = log.iter().find(|r| r.packet_type == PacketType::Fin).expect("A sent a FIN");
+    let fin_seq = fin.seq_nr;
+    let b_fin_acks: Vec<_> = log
+        .iter()
+        .filter(|r| r.packet_type == PacketType::State && r.ack_nr != fin.ack_nr)
+        .collect();
+    assert!(b_fin_acks.iter().any(|r| r.seq_nr == fin_seq), "an ACK with seq = our FIN");
+    assert!(b_fin_acks.iter().any(|r| r.seq_nr == fin_seq.next()), "an ACK with seq = FIN + 1");
+}
+
+/// The peers retransmit a FIN after 0.5 s (libtorrent) or 1 s (libutp):
+/// after a graceful close we must still be there to acknowledge it.
+#[test]
+fn time_wait_outlasts_the_peers_fin_retransmission() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 51);
+    let (a, b) = established(&mut sim);
+    sim.a.endpoint.connection_mut(a).unwrap().shutdown();
+    sim.run_for(Duration::from_millis(100));
+    // A's acknowledgements of B's FIN are lost for 1.5 s.
+    let until = sim.now + Duration::from_millis(1500);
+    let clock = std::rc::Rc::new(std::cell::Cell::new(sim.now));
+    let c2 = clock.clone();
+    sim.filter = Some(Box::new(move |side, _| side == Side::A && c2.get() < until));
+    sim.b.endpoint.connection_mut(b).unwrap().shutdown();
+    let ok = sim.run(Duration::from_secs(20), |sim| {
+        clock.set(sim.now);
+        sim.b.endpoint.connection(b).is_some_and(|c| c.is_finished())
+    });
+    assert!(
+        ok,
+        "B's FIN was never acknowledged: {:?}",
+        sim.b.endpoint.connection(b).map(|c| c.error())
+    );
+}
