@@ -21,22 +21,30 @@
 //   bytes, and goes to an address the endpoint has heard of;
 // - after `handle_timeout(now)` and a poll round, `poll_timeout()` is later
 //   than `now` (otherwise a runtime would spin);
-// - bytes read on a connection are a prefix of what its peer wrote, unless
-//   a datagram was corrupted or injected during the run;
+// - bytes read on a connection are a prefix of what its peer wrote, and
+//   `read` returns `Ok(0)` (end of stream) only once all of it was read and
+//   the peer finished writing, unless a datagram was corrupted or injected
+//   during the run;
+// - `write` takes what fits in the send buffer; `read` returns what is
+//   readable; `Stats::bytes_read` counts what the application read;
 // - memory is bounded: `connection_count() <= max_connections`, readable
 //   bytes stay within the receive buffer plus one packet (plus SYN data),
 //   free send buffer space within the send buffer, an unreleased handle stays
 //   valid, and (when the caller measures it) live heap stays under
 //   `MAX_HEAP_BYTES`.
+//
+// Known engine bugs are avoided or tolerated so that fuzzing goes on past
+// them: see the `AVOID_*` and `TOLERATE_*` constants, and the reproducers in
+// `proto/tests/fuzz_connection_corpus.rs` (`mod known_bugs`).
 
-#[allow(dead_code, clippy::all)]
+#[allow(dead_code)]
 mod connection_check {
     use std::collections::VecDeque;
     use std::net::SocketAddr;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    use utp_proto::congestion::FixedWindowConfig;
+    use utp_proto::congestion::{ControllerFactory, FixedWindowConfig, LedbatConfig};
     use utp_proto::wire::{ExtFlags, Extension, PacketType, Repr, SeqNr};
     use utp_proto::{
         ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, Incoming, ReadError,
@@ -55,6 +63,27 @@ mod connection_check {
     pub(crate) const MAX_HEAP_BYTES: usize = 96 << 20;
     /// Datagrams the driver keeps queued per direction (tail drop beyond).
     const MAX_QUEUED: usize = 1024;
+    /// Known engine bug, avoided so that fuzzing goes on past it: SYN data
+    /// longer than the send buffer (with the SYN-data extension on) makes
+    /// the first `poll_transmit` panic in `SendBuffer::copy_out`: the SYN
+    /// segment is sized from the caller's slice, not from what the buffer
+    /// took. Set to `false` once fixed.
+    const AVOID_SYN_DATA_OVER_SEND_BUFFER: bool = false;
+    /// Known engine bug, tolerated so that fuzzing goes on past it: when the
+    /// SYN-ACK is lost, an initiator in SynSent takes any STATE acking its
+    /// SYN (a window update after the acceptor read the SYN data) for the
+    /// SYN-ACK: without the negotiation record it re-sends the SYN data as
+    /// DATA (read twice), and it takes the STATE's sequence number as the
+    /// acceptor's first (skipping data sent before it). The streams of a
+    /// connection dialed with SYN data are not checked while this is `true`.
+    const TOLERATE_SYN_ACK_CONFUSION: bool = false;
+    /// Known engine bug, tolerated so that fuzzing goes on past it: a RESET
+    /// whose ack number is our FIN closes the connection cleanly, and `read`
+    /// then returns `Ok(0)` although the peer's FIN never arrived (the peer
+    /// aborted, or forgot the connection): the stream is silently
+    /// truncated. While `true`, the end-of-stream check skips peers that
+    /// reset, failed or are gone.
+    const TOLERATE_RESET_AS_END_OF_STREAM: bool = false;
     /// How far `Op::Run` lets the clock jump to the next timeout.
     const RUN_HORIZON: Duration = Duration::from_secs(10);
     /// Operations decoded from one input at most.
@@ -117,7 +146,8 @@ mod connection_check {
         /// bits 0-1 send buffer, 2-3 receive buffer, 4-5 congestion window,
         /// 6-7 packet size (indexes into the tables above).
         pub(crate) sizes: u8,
-        /// bits 0-1 max connections, 2-3 max half open, 4-5 reset rate.
+        /// bits 0-1 max connections, 2-3 max half open, 4-5 reset rate;
+        /// bit 6: LEDBAT instead of a fixed congestion window.
         pub(crate) limits: u8,
         /// Seed of both endpoints' random numbers.
         pub(crate) seed: u8,
@@ -128,6 +158,8 @@ mod connection_check {
         pub(crate) const NAGLE: u8 = 2;
         pub(crate) const IPV6: u8 = 4;
         pub(crate) const KEEPALIVE: u8 = 8;
+        /// In `limits`: LEDBAT (the default controller).
+        pub(crate) const LEDBAT: u8 = 0x40;
 
         pub(crate) fn decode(input: &mut Input<'_>) -> Self {
             Setup { flags: input.u8(), sizes: input.u8(), limits: input.u8(), seed: input.u8() }
@@ -156,10 +188,16 @@ mod connection_check {
                     .then_some(Duration::from_secs(29)),
                 nagle: self.flags & Self::NAGLE != 0,
                 extensions,
-                congestion: Arc::new(FixedWindowConfig {
-                    window: WINDOWS[usize::from(self.sizes >> 4 & 3)],
-                }),
+                congestion: self.congestion(),
                 ..TransportConfig::default()
+            }
+        }
+
+        fn congestion(&self) -> Arc<dyn ControllerFactory> {
+            if self.limits & Self::LEDBAT != 0 {
+                Arc::new(LedbatConfig::default())
+            } else {
+                Arc::new(FixedWindowConfig { window: WINDOWS[usize::from(self.sizes >> 4 & 3)] })
             }
         }
 
@@ -181,40 +219,98 @@ mod connection_check {
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub(crate) enum Op {
         /// `ep` dials the other endpoint with `syn_len` bytes of SYN data.
-        Connect { ep: u8, syn_len: u16 },
+        Connect {
+            ep: u8,
+            syn_len: u16,
+        },
         /// `ep` accepts (`how % 3 == 0`), refuses (1) or ignores (2) an
         /// undecided incoming connection.
-        Decide { ep: u8, which: u8, how: u8 },
+        Decide {
+            ep: u8,
+            which: u8,
+            how: u8,
+        },
         /// Writes `len` bytes of the connection's pattern.
-        Write { ep: u8, conn: u8, len: u16 },
+        Write {
+            ep: u8,
+            conn: u8,
+            len: u16,
+        },
         /// Reads up to `len` bytes.
-        Read { ep: u8, conn: u8, len: u16 },
-        Shutdown { ep: u8, conn: u8 },
-        Reset { ep: u8, conn: u8 },
+        Read {
+            ep: u8,
+            conn: u8,
+            len: u16,
+        },
+        Shutdown {
+            ep: u8,
+            conn: u8,
+        },
+        Reset {
+            ep: u8,
+            conn: u8,
+        },
         /// The application lets go of the handle (never used again).
-        Release { ep: u8, conn: u8 },
+        Release {
+            ep: u8,
+            conn: u8,
+        },
         /// Ends a message with `meta_len` bytes of metadata.
-        EndMessage { ep: u8, conn: u8, meta_len: u8 },
+        EndMessage {
+            ep: u8,
+            conn: u8,
+            meta_len: u8,
+        },
         /// Moves the clock: `code & 0x8000` set means `code & 0x7fff`
         /// seconds, else milliseconds. Timers are not run.
-        Advance { code: u16 },
+        Advance {
+            code: u16,
+        },
         /// `handle_timeout(now)` on `ep` (2 or 3: both).
-        HandleTimeout { ep: u8 },
+        HandleTimeout {
+            ep: u8,
+        },
         /// Jumps to the earliest timeout of either endpoint and runs both.
         AdvanceToTimeout,
-        Deliver { dir: u8, idx: u8 },
-        Drop { dir: u8, idx: u8 },
-        Duplicate { dir: u8, idx: u8 },
+        Deliver {
+            dir: u8,
+            idx: u8,
+        },
+        Drop {
+            dir: u8,
+            idx: u8,
+        },
+        Duplicate {
+            dir: u8,
+            idx: u8,
+        },
         /// Moves a queued datagram to the back of its queue.
-        Reorder { dir: u8, idx: u8 },
+        Reorder {
+            dir: u8,
+            idx: u8,
+        },
         /// XORs `mask` into byte `pos` of a queued datagram (taints the run).
-        Corrupt { dir: u8, idx: u8, pos: u16, mask: u8 },
+        Corrupt {
+            dir: u8,
+            idx: u8,
+            pos: u16,
+            mask: u8,
+        },
         /// Hands raw bytes to `ep`, from its peer (`from & 1 == 0`) or a
         /// stranger (taints the run).
-        InjectRaw { ep: u8, from: u8, data: Vec<u8> },
+        InjectRaw {
+            ep: u8,
+            from: u8,
+            data: Vec<u8>,
+        },
         /// Hands `ep` a mutation of a datagram recently sent to it (see
         /// `mutate`), from its peer or a stranger (taints the run).
-        InjectMutated { ep: u8, from: u8, template: u8, mutation: [u8; 16] },
+        InjectMutated {
+            ep: u8,
+            from: u8,
+            template: u8,
+            mutation: [u8; 16],
+        },
         /// Delivers every datagram queued now, both directions.
         DeliverAll,
         /// Delivers until both queues are empty, at the same instant.
@@ -225,7 +321,9 @@ mod connection_check {
         /// and reads everything, or when nothing is queued jumps to the next
         /// timeout if it is at most `RUN_HORIZON` away (so that idle and
         /// keepalive timers do not fire), else stops.
-        Run { steps: u8 },
+        Run {
+            steps: u8,
+        },
     }
 
     const OPCODES: u8 = 22;
@@ -364,6 +462,8 @@ mod connection_check {
     struct Record {
         /// `None` once released (the endpoint may reuse the handle).
         handle: Option<ConnectionHandle>,
+        /// The handle, even after release (valid while the ids match).
+        last_handle: ConnectionHandle,
         recv_id: u16,
         send_id: u16,
         /// Key of the pattern this connection writes (unique in a run).
@@ -372,6 +472,12 @@ mod connection_check {
         written: u64,
         /// Bytes the application read.
         read: u64,
+        /// Neither direction of this connection is checked (a known bug).
+        unchecked: bool,
+        /// The application shut down writing (or released the handle).
+        shut: bool,
+        /// The application reset the connection.
+        aborted: bool,
     }
 
     /// The two endpoints, the network between them, and the applications.
@@ -490,7 +596,8 @@ mod connection_check {
             exts = repr.extensions;
         }
         if flags & 8 != 0 {
-            let _ = exts.push(Extension::SelectiveAck(&sack[..4 * usize::from(m[13] >> 6)]));
+            let len = [0, 4, 8, 3][usize::from(m[13] >> 6)];
+            let _ = exts.push(Extension::SelectiveAck(&bits[..len]));
         }
         if flags & 0x40 != 0 {
             let _ = exts.push(Extension::ExtensionBits(bits));
@@ -595,11 +702,15 @@ mod connection_check {
             let key = next_key(ep, self.records[ep].len());
             self.records[ep].push(Record {
                 handle: Some(handle),
+                last_handle: handle,
                 recv_id,
                 send_id,
                 key,
                 written: 0,
                 read: 0,
+                unchecked: false,
+                shut: false,
+                aborted: false,
             });
             self.records[ep].last_mut().expect("just pushed")
         }
@@ -664,7 +775,10 @@ mod connection_check {
             match *op {
                 Op::Connect { ep, syn_len } => {
                     let ep = usize::from(ep & 1);
-                    let len = usize::from(syn_len);
+                    let mut len = usize::from(syn_len);
+                    if AVOID_SYN_DATA_OVER_SEND_BUFFER {
+                        len = len.min(self.setup.send_buffer());
+                    }
                     // The dial's stream is keyed before the handle exists.
                     let key = next_key(ep, self.records[ep].len());
                     fill_pattern(key, 0, &mut self.scratch[..len]);
@@ -677,6 +791,7 @@ mod connection_check {
                         // `connect` does not say how much SYN data it took;
                         // the send buffer holds what fits.
                         record.written = len.min(send_buffer) as u64;
+                        record.unchecked = TOLERATE_SYN_ACK_CONFUSION && len > 0;
                     }
                 }
                 Op::Decide { ep, which, how } => {
@@ -721,14 +836,16 @@ mod connection_check {
                 }
                 Op::Shutdown { ep, conn } => {
                     let ep = usize::from(ep & 1);
-                    if let Some((_, h)) = self.handle(ep, conn) {
+                    if let Some((i, h)) = self.handle(ep, conn) {
                         self.endpoints[ep].connection_mut(h).expect("held handle").shutdown();
+                        self.records[ep][i].shut = true;
                     }
                 }
                 Op::Reset { ep, conn } => {
                     let ep = usize::from(ep & 1);
-                    if let Some((_, h)) = self.handle(ep, conn) {
+                    if let Some((i, h)) = self.handle(ep, conn) {
                         self.endpoints[ep].connection_mut(h).expect("held handle").reset();
+                        self.records[ep][i].aborted = true;
                     }
                 }
                 Op::Release { ep, conn } => {
@@ -736,6 +853,7 @@ mod connection_check {
                     if let Some((i, h)) = self.handle(ep, conn) {
                         self.endpoints[ep].release(h);
                         self.records[ep][i].handle = None;
+                        self.records[ep][i].shut = true;
                     }
                 }
                 Op::EndMessage { ep, conn, meta_len } => {
@@ -944,6 +1062,9 @@ mod connection_check {
                 Ok(n) => {
                     assert_eq!(n, len.min(readable), "read {n} bytes of {readable} readable");
                     if n == 0 {
+                        if len > 0 {
+                            self.check_eof(ep, i);
+                        }
                         return false;
                     }
                     self.delivered += n as u64;
@@ -973,6 +1094,9 @@ mod connection_check {
                 .iter()
                 .filter(|p| p.recv_id == r.send_id && p.send_id == r.recv_id)
                 .collect();
+            if r.unchecked || peers.iter().any(|p| p.unchecked) {
+                return;
+            }
             let ok = peers.iter().any(|p| {
                 r.read + n as u64 <= p.written && pattern_mismatch(p.key, r.read, data).is_none()
             });
@@ -995,6 +1119,43 @@ mod connection_check {
                 );
             }
             self.verified += n as u64;
+        }
+
+        /// `read` returned `Ok(0)` on `records[ep][i]`: the end of the stream.
+        /// Everything the peer wrote must have been read, and the peer must
+        /// have finished writing.
+        fn check_eof(&self, ep: usize, i: usize) {
+            let r = &self.records[ep][i];
+            if self.tainted || r.unchecked {
+                return;
+            }
+            let peers: Vec<&Record> = self.records[1 - ep]
+                .iter()
+                .filter(|p| p.recv_id == r.send_id && p.send_id == r.recv_id)
+                .collect();
+            let [p] = peers[..] else { return };
+            if p.unchecked {
+                return;
+            }
+            if TOLERATE_RESET_AS_END_OF_STREAM {
+                let alive = self.endpoints[1 - ep]
+                    .connection(p.last_handle)
+                    .filter(|c| (c.recv_id(), c.send_id()) == (p.recv_id, p.send_id))
+                    .is_some_and(|c| c.error().is_none());
+                if p.aborted || !alive {
+                    return;
+                }
+            }
+            assert!(
+                p.shut && p.written == r.read,
+                "endpoint {ep} connection (recv id {}) reads the end of the stream after \
+                 {} bytes; its peer wrote {} (finished writing: {}, reset: {})",
+                r.recv_id,
+                r.read,
+                p.written,
+                p.shut,
+                p.aborted
+            );
         }
 
         /// Drains both endpoints' transmits and events and reads their

@@ -83,6 +83,14 @@ pub enum ConnectError {
     /// No free connection id for this remote (65536 connections to it).
     #[error("no free connection id for this peer")]
     NoConnectionId,
+    /// The initial data is larger than the connection's send buffer.
+    #[error("{len} bytes of initial data do not fit the {capacity}-byte send buffer")]
+    InitialDataTooLarge {
+        /// Bytes offered.
+        len: usize,
+        /// The send buffer's size.
+        capacity: usize,
+    },
 }
 
 /// Why an incoming connection could not be accepted.
@@ -233,6 +241,12 @@ impl Endpoint {
         }
         if self.live >= self.config.max_connections {
             return Err(ConnectError::TooManyConnections);
+        }
+        if syn_data.len() > config.send_buffer_size {
+            return Err(ConnectError::InitialDataTooLarge {
+                len: syn_data.len(),
+                capacity: config.send_buffer_size,
+            });
         }
         let mut recv_id = None;
         for _ in 0..64 {

@@ -35,6 +35,7 @@ const NAGLE: u8 = Setup::NAGLE;
 /// 64 KiB buffers, a 256 KiB window, 1402-byte packets.
 const BULK: u8 = sizes(2, 2, 3, 0);
 const GENEROUS: u8 = limits(3, 3, 3);
+const LEDBAT: u8 = Setup::LEDBAT;
 
 fn setup(flags: u8, sizes: u8, limits: u8) -> Setup {
     Setup { flags, sizes, limits, seed: 7 }
@@ -99,7 +100,8 @@ fn seeds() -> Vec<(&'static str, Setup, Vec<Op>)> {
 
     let mut ops = handshake();
     ops.extend(transfer_and_close());
-    seeds.push(("clean_transfer_close", setup(AUTO | NAGLE, BULK, GENEROUS), ops));
+    seeds.push(("clean_transfer_close", setup(AUTO | NAGLE, BULK, GENEROUS), ops.clone()));
+    seeds.push(("ledbat_transfer_close", setup(AUTO | NAGLE, BULK, GENEROUS | LEDBAT), ops));
 
     let mut ops = vec![
         Op::Connect { ep: 1, syn_len: 0 },
@@ -142,7 +144,8 @@ fn seeds() -> Vec<(&'static str, Setup, Vec<Op>)> {
     ops.push(Op::Shutdown { ep: 0, conn: 0 });
     ops.extend(lossy_steps());
     ops.push(Op::Run { steps: 200 });
-    seeds.push(("lossy_transfer", setup(AUTO | NAGLE, BULK, GENEROUS), ops));
+    seeds.push(("lossy_transfer", setup(AUTO | NAGLE, BULK, GENEROUS), ops.clone()));
+    seeds.push(("ledbat_lossy_transfer", setup(AUTO | NAGLE, BULK, GENEROUS | LEDBAT), ops));
 
     let mut ops = handshake();
     ops.push(Op::Write { ep: 0, conn: 0, len: 30_000 });
@@ -244,6 +247,23 @@ fn seeds() -> Vec<(&'static str, Setup, Vec<Op>)> {
     ops.push(Op::Corrupt { dir: 1, idx: 2, pos: 7, mask: 0xff });
     ops.push(Op::Run { steps: 60 });
     seeds.push(("corrupted", setup(AUTO | NAGLE, BULK, GENEROUS), ops));
+
+    // A half-closes; B's data is lost, B gets A's FIN, its ACK is lost, and
+    // B aborts: A must not read a clean end of stream (a known bug, see
+    // `TOLERATE_RESET_AS_END_OF_STREAM`).
+    let mut ops = handshake();
+    ops.push(Op::Write { ep: 1, conn: 0, len: 3000 });
+    for _ in 0..3 {
+        ops.push(Op::Drop { dir: 0, idx: 0 });
+    }
+    ops.push(Op::Shutdown { ep: 0, conn: 0 });
+    ops.push(Op::Deliver { dir: 1, idx: 0 });
+    ops.push(Op::Drop { dir: 0, idx: 0 });
+    ops.push(Op::Reset { ep: 1, conn: 0 });
+    ops.push(Op::DeliverAll);
+    ops.push(Op::Read { ep: 0, conn: 0, len: 4096 });
+    ops.push(Op::Run { steps: 10 });
+    seeds.push(("reset_after_fin", setup(AUTO, BULK, GENEROUS), ops));
 
     let mut ops = handshake();
     ops.push(Op::Write { ep: 1, conn: 0, len: 100 });
@@ -372,15 +392,15 @@ fn seeds_reach_their_states() {
                 | "ignored_then_expired"
                 | "keepalive"
                 | "idle_timeout"
-                // Known stall: a receive window smaller than a packet lets no
-                // data through (the persist timer is never armed).
-                | "window_below_packet"
+                | "reset_after_fin"
         );
         let injected = name.starts_with("inject") || name == "corrupted";
         assert_eq!(driver.tainted(), injected, "{name}");
         if expect_data {
             assert!(driver.delivered > 0, "{name}: no data was read");
-            if !injected {
+            // Connections dialed with SYN data are not checked for now (a
+            // known bug, see `TOLERATE_SYN_ACK_CONFUSION`).
+            if !injected && !name.starts_with("syn_data") {
                 assert_eq!(driver.verified, driver.delivered, "{name}");
             }
         }
@@ -398,4 +418,241 @@ fn trace() {
     let path = if path.exists() { path.to_path_buf() } else { corpus_dir().join(path) };
     let bytes = fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     connection_check::check_connection_traced(&bytes);
+}
+
+// ---------------------------------------------------------------------------
+// Engine bugs found by the fuzzer and the property tests, as plain reproducers
+// on the public API. They fail until the engine is fixed; run them with
+// `--ignored`. Once one passes, drop its `#[ignore]` and turn off its
+// workaround in `connection_check.rs` (the corpus holds inputs that reach
+// them: `crash_*`, `reset_after_fin`).
+// ---------------------------------------------------------------------------
+
+mod known_bugs {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use utp_proto::wire::ExtFlags;
+    use utp_proto::{DatagramEvent, Endpoint, EndpointConfig, TransportConfig};
+
+    fn endpoint(now: Instant, seed: u64, transport: TransportConfig) -> Endpoint {
+        let config = EndpointConfig {
+            transport: Arc::new(transport),
+            rng_seed: Some(seed),
+            ..EndpointConfig::default()
+        };
+        Endpoint::new(config, now)
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().expect("address")
+    }
+
+    /// Every datagram `from` wants to send now.
+    fn transmits(from: &mut Endpoint, now: Instant) -> Vec<Vec<u8>> {
+        let mut buf = [0u8; 1500];
+        let mut out = Vec::new();
+        while let Some(t) = from.poll_transmit(now, &mut buf) {
+            out.push(buf[..t.size].to_vec());
+        }
+        out
+    }
+
+    /// SYN data longer than the send buffer: `connect` keeps what fits, but
+    /// the SYN is sized from the caller's slice, and the first
+    /// `poll_transmit` panics in `SendBuffer::copy_out` (index out of range).
+    #[test]
+    fn syn_data_larger_than_send_buffer() {
+        let now = Instant::now();
+        let transport = TransportConfig {
+            send_buffer_size: 512,
+            extensions: ExtFlags::SYN_DATA,
+            ..TransportConfig::default()
+        };
+        let mut a = endpoint(now, 1, transport);
+        // Refused with a clear error rather than truncated or a panic.
+        let err = a.connect(now, addr("10.0.0.2:2000"), &[7u8; 1000]).unwrap_err();
+        assert!(matches!(
+            err,
+            utp_proto::ConnectError::InitialDataTooLarge { len: 1000, capacity: 512 }
+        ));
+        // What fits goes out on the SYN (at most one packet).
+        a.connect(now, addr("10.0.0.2:2000"), &[7u8; 500]).expect("dial");
+        let _ = transmits(&mut a, now);
+    }
+
+    /// With SYN data negotiated, the SYN-ACK is lost; the acceptor's
+    /// application reads the SYN data, which sends a window update (a STATE
+    /// without the negotiation record, because `advertised_wnd` was never set
+    /// by the SYN-ACK). The initiator takes that STATE for the SYN-ACK,
+    /// concludes that the SYN data was refused and sends it again as DATA:
+    /// the acceptor's application reads it twice.
+    #[test]
+    fn syn_data_delivered_twice_after_lost_syn_ack() {
+        let now = Instant::now();
+        let transport =
+            || TransportConfig { extensions: ExtFlags::SYN_DATA, ..TransportConfig::default() };
+        let (a_addr, b_addr) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
+        let mut a = endpoint(now, 1, transport());
+        let mut b = endpoint(now, 2, transport());
+        let dial = a.connect(now, b_addr, b"hello").expect("dial");
+        let syn = transmits(&mut a, now);
+        let DatagramEvent::Incoming(incoming) = b.handle_datagram(now, a_addr, &syn[0]) else {
+            panic!("the SYN is an incoming connection");
+        };
+        let accepted = b.accept(now, incoming).expect("accept");
+        let syn_ack = transmits(&mut b, now);
+        assert_eq!(syn_ack.len(), 1);
+        // The SYN-ACK is lost. B's application reads the SYN data.
+        let mut buf = [0u8; 64];
+        let n = b.connection_mut(accepted).expect("accepted").read(&mut buf).expect("data");
+        assert_eq!(&buf[..n], b"hello");
+        // Whatever B sends while A has not confirmed is the SYN-ACK again
+        // (record included); here B has nothing to say, and A's SYN
+        // retransmission gets the SYN-ACK a second time.
+        let later = now + Duration::from_millis(1100);
+        for d in transmits(&mut b, later) {
+            a.handle_datagram(later, b_addr, &d);
+        }
+        a.handle_timeout(later);
+        for d in transmits(&mut a, later) {
+            b.handle_datagram(later, a_addr, &d);
+        }
+        for d in transmits(&mut b, later) {
+            a.handle_datagram(later, b_addr, &d);
+        }
+        assert!(a.connection(dial).expect("dial").is_connected());
+        assert!(a.connection(dial).expect("dial").negotiated().contains(ExtFlags::SYN_DATA));
+        for d in transmits(&mut a, later) {
+            b.handle_datagram(later, a_addr, &d);
+        }
+        let _ = transmits(&mut b, later);
+        let conn = b.connection_mut(accepted).expect("accepted");
+        let again = conn.read(&mut buf);
+        assert!(again.is_err(), "the SYN data arrived twice: {:?}", again.map(|n| &buf[..n]));
+    }
+
+    /// A half-closed connection (our FIN sent, the peer's data still
+    /// arriving) receives a RESET whose ack number is our FIN, before the
+    /// peer's plain ACK of it: `handle_reset` takes it for a clean close, and
+    /// `read` returns `Ok(0)`, the end of the stream, although the peer
+    /// aborted and its data never arrived: a silent truncation.
+    #[test]
+    fn reset_after_our_fin_reads_as_end_of_stream() {
+        let now = Instant::now();
+        let (a_addr, b_addr) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
+        let mut a = endpoint(now, 1, TransportConfig::default());
+        let mut b = endpoint(now, 2, TransportConfig::default());
+        let dial = a.connect(now, b_addr, b"").expect("dial");
+        let syn = transmits(&mut a, now);
+        let DatagramEvent::Incoming(incoming) = b.handle_datagram(now, a_addr, &syn[0]) else {
+            panic!("the SYN is an incoming connection");
+        };
+        let accepted = b.accept(now, incoming).expect("accept");
+        for d in transmits(&mut b, now) {
+            a.handle_datagram(now, b_addr, &d);
+        }
+        for d in transmits(&mut a, now) {
+            b.handle_datagram(now, a_addr, &d);
+        }
+        // B writes; its data is lost. A shuts down; B gets the FIN, acks it
+        // (lost too) and aborts.
+        b.connection_mut(accepted).expect("accepted").write(&[1u8; 3000]).expect("write");
+        let _lost = transmits(&mut b, now);
+        a.connection_mut(dial).expect("dial").shutdown();
+        for d in transmits(&mut a, now) {
+            b.handle_datagram(now, a_addr, &d);
+        }
+        let _lost_ack = transmits(&mut b, now);
+        b.connection_mut(accepted).expect("accepted").reset();
+        for d in transmits(&mut b, now) {
+            a.handle_datagram(now, b_addr, &d);
+        }
+        let conn = a.connection_mut(dial).expect("dial");
+        let read = conn.read(&mut [0u8; 4096]);
+        assert!(read.is_err(), "A reads {read:?} though B aborted before its data arrived");
+    }
+
+    /// Stale window updates (a duplicated SYN-ACK arriving late, as a
+    /// network may do) make the sender overrun the receive buffer with data
+    /// after a lost packet. The receiver holds that data out of order up to
+    /// `receive_buffer_size + 1500`, and then drops the retransmission of the
+    /// lost packet, the only one that could drain it, for lack of room. The
+    /// connection never recovers: the sender retransmits forever, the
+    /// receiver keeps answering (so it never times out), nothing is
+    /// readable.
+    #[test]
+    fn out_of_order_data_fills_the_receive_buffer_for_good() {
+        let now = Instant::now();
+        let transport = || TransportConfig {
+            receive_buffer_size: 4096,
+            nagle: false,
+            ..TransportConfig::default()
+        };
+        let (a_addr, b_addr) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
+        let mut a = endpoint(now, 1, transport());
+        let mut b = endpoint(now, 2, transport());
+        let dial = a.connect(now, b_addr, b"").expect("dial");
+        let syn = transmits(&mut a, now);
+        let DatagramEvent::Incoming(incoming) = b.handle_datagram(now, a_addr, &syn[0]) else {
+            panic!("the SYN is an incoming connection");
+        };
+        let accepted = b.accept(now, incoming).expect("accept");
+        let syn_ack = transmits(&mut b, now).remove(0);
+        a.handle_datagram(now, b_addr, &syn_ack);
+        for d in transmits(&mut a, now) {
+            b.handle_datagram(now, a_addr, &d);
+        }
+        let _ = transmits(&mut b, now);
+
+        a.connection_mut(dial).expect("dial").write(&[5u8; 100_000]).expect("write");
+        let data = transmits(&mut a, now);
+        assert_eq!(data.len(), 2, "a 4096-byte window takes two full packets");
+        let lost_seq = utp_proto::wire::Repr::parse_bytes(&data[0]).expect("parses").seq_nr;
+        let mut next = data;
+        for _ in 0..4 {
+            // The data reaches B (except the first packet, lost every time it
+            // is sent), B's ACK (with its shrinking window) reaches A, then a
+            // late copy of the SYN-ACK reopens the window.
+            for d in next.drain(..) {
+                if utp_proto::wire::Repr::parse_bytes(&d).expect("parses").seq_nr != lost_seq {
+                    b.handle_datagram(now, a_addr, &d);
+                }
+            }
+            for d in transmits(&mut b, now) {
+                a.handle_datagram(now, b_addr, &d);
+            }
+            a.handle_datagram(now, b_addr, &syn_ack);
+            next = transmits(&mut a, now);
+        }
+        // From now on the network is perfect.
+        let mut now = now;
+        for _ in 0..50 {
+            for d in next.drain(..) {
+                b.handle_datagram(now, a_addr, &d);
+            }
+            let conn = b.connection_mut(accepted).expect("accepted");
+            if conn.readable_bytes() > 0 {
+                return;
+            }
+            for d in transmits(&mut b, now) {
+                a.handle_datagram(now, b_addr, &d);
+            }
+            next = transmits(&mut a, now);
+            if next.is_empty() {
+                now = a.poll_timeout().expect("a timer").max(now);
+                a.handle_timeout(now);
+                b.handle_timeout(now);
+                next = transmits(&mut a, now);
+            }
+        }
+        let stats = b.connection(accepted).expect("accepted").stats();
+        panic!(
+            "nothing readable after 50 rounds on a perfect network: {} retransmissions, \
+             B's window {}",
+            a.connection(dial).expect("dial").stats().retransmits,
+            stats.recv_window
+        );
+    }
 }

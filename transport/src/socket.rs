@@ -380,6 +380,7 @@ fn connect_error(e: ConnectError, remote: SocketAddr) -> io::Error {
     let kind = match e {
         ConnectError::InvalidRemote(_) => io::ErrorKind::InvalidInput,
         ConnectError::NoConnectionId => io::ErrorKind::AddrNotAvailable,
+        ConnectError::InitialDataTooLarge { .. } => io::ErrorKind::InvalidInput,
         _ => io::ErrorKind::Other,
     };
     io::Error::new(kind, format!("cannot dial {remote} over uTP: {e}"))

@@ -265,13 +265,14 @@ impl Connection {
         conn.state = State::SynSent;
         conn.offered = conn.config.extensions;
         conn.syn_seq = syn_seq;
+        // The endpoint refuses initial data larger than the send buffer.
+        let written = conn.send_buf.write(syn_data);
+        conn.stats.bytes_written += written as u64;
         let syn_len = if conn.offered.contains(ExtFlags::SYN_DATA) {
-            syn_data.len().min(conn.config.max_syn_data).min(conn.max_payload(0))
+            written.min(conn.config.max_syn_data).min(conn.max_payload(0))
         } else {
             0
         };
-        conn.send_buf.write(syn_data);
-        conn.stats.bytes_written += syn_data.len() as u64;
         if syn_len > 0 {
             let seg = send_buffer::Segment { offset: 0, len: syn_len, ends_message: false };
             conn.send_buf.take_segment(seg);
@@ -284,6 +285,7 @@ impl Connection {
             time_sent: now,
             transmissions: 0,
             sacked: false,
+            sacked_once: false,
             lost: true,
             window_limited: false,
         });
@@ -747,7 +749,11 @@ impl Connection {
 
         self.on_timestamp(now, pkt.timestamp);
         self.timeouts_unanswered = 0;
-        self.peer_wnd = pkt.wnd_size as usize;
+        // A window from an ACK older than the newest one we had is stale (a
+        // delayed duplicate): trusting it lets the sender overrun the peer.
+        if !pkt.ack_nr.is_before(self.sent.first_seq() - 1) {
+            self.peer_wnd = pkt.wnd_size as usize;
+        }
         if self.peer_wnd > 0 {
             self.timers.stop(Timer::Persist);
         }
@@ -846,10 +852,13 @@ impl Connection {
         if let LocalFin::Sent(fin) = self.local_fin {
             if pkt.ack_nr == fin {
                 // The peer acknowledged our FIN with a RESET: a clean close.
+                // Everything we wrote arrived; whether the peer's stream is
+                // complete depends on whether its FIN reached us.
                 debug!(remote = %self.remote, "RESET acknowledging our FIN");
                 self.local_fin = LocalFin::Acked;
                 self.set_event(Event::Finished);
-                self.close(None);
+                let error = (!self.recv.is_eof()).then_some(ConnectionError::Reset);
+                self.close(error);
                 return;
             }
         }
@@ -872,7 +881,7 @@ impl Connection {
 
         if progressed {
             self.sent.ack_cumulative(pkt.ack_nr, |_, p| {
-                if !p.sacked {
+                if p.fresh_ack() {
                     acked += p.size();
                     if p.transmissions == 1 {
                         sample = Some(now.saturating_duration_since(p.time_sent));
@@ -899,6 +908,12 @@ impl Connection {
                 self.declare_lost(now, first);
                 self.fast_resend_from = first.next();
             }
+        }
+
+        // The peer says the oldest packet is missing although it had
+        // acknowledged it selectively: it reneged (see `renege_front`).
+        if self.sent.first_seq() == pkt.ack_nr.next() && self.sent.renege_front() {
+            trace!(remote = %self.remote, seq = %self.sent.first_seq(), "peer reneged on a SACK");
         }
 
         if let Some(bits) = pkt.extensions.sack() {
@@ -1060,8 +1075,15 @@ impl Connection {
             State::SynSent => return self.transmit_lost(now, buf),
             _ => {}
         }
-        if self.syn_ack_pending {
+        // Until the initiator confirms the handshake, every ACK we send is
+        // the SYN-ACK itself: an initiator still waiting for it takes any
+        // STATE acknowledging its SYN for the SYN-ACK (its seq, its record).
+        if self.syn_ack_pending
+            || (self.state == State::SynRecv && (self.ack_pending || self.keepalive_pending))
+        {
             self.syn_ack_pending = false;
+            self.ack_pending = false;
+            self.keepalive_pending = false;
             let mut repr = self.header(now, PacketType::State, self.syn_ack_seq);
             let mut exts = Extensions::new();
             if !self.offered.is_empty() && !self.config.extensions.is_empty() {
@@ -1069,6 +1091,7 @@ impl Connection {
                     .push(Extension::ExtensionBits(Negotiation::new(self.negotiated).to_bits()));
             }
             repr.extensions = exts;
+            self.advertised_wnd = repr.wnd_size as usize;
             return self.finish_emit(now, &repr, buf, 0);
         }
         if self.state == State::TimeWait {
@@ -1159,6 +1182,7 @@ impl Connection {
                 time_sent: now,
                 transmissions: 1,
                 sacked: false,
+                sacked_once: false,
                 lost: false,
                 window_limited: limited,
             });
@@ -1181,6 +1205,7 @@ impl Connection {
                 time_sent: now,
                 transmissions: 1,
                 sacked: false,
+                sacked_once: false,
                 lost: false,
                 window_limited: false,
             });

@@ -118,7 +118,20 @@ impl RecvBuffer {
         }
         // Bound memory: the buffer may exceed its capacity by one packet at
         // most (a zero-window probe, or a sender rounding up to a packet).
-        if self.data.len() + self.held_bytes + payload.len() > self.capacity + MAX_PACKET_SLACK {
+        // The next in-order packet always gets room if out-of-order data
+        // holds it: the furthest held packets are dropped for it (they will
+        // be sent again), or the gap could never close.
+        let limit = self.capacity + MAX_PACKET_SLACK;
+        if index == 0 {
+            while self.data.len() + self.held_bytes + payload.len() > limit {
+                match self.held.pop_back() {
+                    Some(Some(h)) => self.held_bytes -= h.payload.len(),
+                    Some(None) => {}
+                    None => break,
+                }
+            }
+        }
+        if self.data.len() + self.held_bytes + payload.len() > limit {
             return Arrival::Dropped;
         }
         if fin {

@@ -17,6 +17,9 @@ pub(crate) struct SentPacket {
     pub(crate) transmissions: u32,
     /// Acknowledged by a selective ACK (kept until the cumulative ACK).
     pub(crate) sacked: bool,
+    /// Was selectively acknowledged at some point (even if a timeout since
+    /// discarded the SACK): its bytes were counted and its RTT taken then.
+    pub(crate) sacked_once: bool,
     /// Declared lost: waiting to be sent again.
     pub(crate) lost: bool,
     /// Whether the congestion window limited sending when it went out.
@@ -24,6 +27,13 @@ pub(crate) struct SentPacket {
 }
 
 impl SentPacket {
+    /// Whether acknowledging this packet now gives a true RTT sample and
+    /// newly acknowledged bytes: sent once (Karn), not declared lost and
+    /// waiting, and not already acknowledged selectively.
+    pub(crate) fn fresh_ack(&self) -> bool {
+        !self.sacked_once && !self.lost
+    }
+
     /// Bytes this packet counts for in the window.
     pub(crate) fn size(&self) -> usize {
         self.len + HEADER_LEN
@@ -139,11 +149,28 @@ impl SentPackets {
             self.payload_in_flight -= p.len;
         }
         p.sacked = true;
+        p.sacked_once = true;
         if p.lost {
             p.lost = false;
             self.lost -= 1;
         }
         Some(&self.packets[i])
+    }
+
+    /// The receiver reneged on a selective ACK: its cumulative ACK stops
+    /// right before the oldest packet, which we had as selectively
+    /// acknowledged (our receiver drops far out-of-order data to make room
+    /// for the packet that fills its gap). Forget that SACK and send the
+    /// packet again. Returns whether it did.
+    pub(crate) fn renege_front(&mut self) -> bool {
+        let Some(p) = self.packets.front_mut() else { return false };
+        if !p.sacked {
+            return false;
+        }
+        p.sacked = false;
+        p.lost = true;
+        self.lost += 1;
+        true
     }
 
     /// Declares a packet lost (it will be sent again). Returns `false` when it

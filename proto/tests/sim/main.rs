@@ -8,5 +8,6 @@ mod basic;
 mod close;
 mod goodput;
 mod handshake;
+mod ledbat;
 mod scale;
 mod transfer;
