@@ -3,7 +3,7 @@
 //! - One-way delay samples come from the peer (`timestamp_difference` on
 //!   its packets: its receive clock minus our send clock). Only differences
 //!   between samples matter, so the clock offset between peers cancels out.
-//! - Base delay: the minimum over ten one-minute buckets. Current delay: the
+//! - Base delay: the minimum over three one-minute buckets (two to three minutes). Current delay: the
 //!   minimum of the last few samples. Queuing delay = current - base,
 //!   clamped to the latest RTT (a one-way queue cannot exceed the round trip).
 //! - Clock drift: when the delay we measure on the peer's packets gets a
@@ -64,7 +64,13 @@ impl ControllerFactory for LedbatConfig {
     }
 }
 
-const BUCKETS: usize = 10;
+/// Above target the window shrinks by up to `cwnd / YIELD_DIVISOR` per RTT.
+const YIELD_DIVISOR: f64 = 2.0;
+
+/// One-minute buckets of base-delay history: the base is the minimum over the
+/// last two to three minutes, so a route change to a longer path is
+/// absorbed within three minutes.
+const BUCKETS: usize = 3;
 const BUCKET_LEN: Duration = Duration::from_secs(60);
 
 /// `a < b` on the wrapping 32-bit microsecond clock.
@@ -226,8 +232,9 @@ impl Controller for Ledbat {
                     self.cwnd += gain as usize;
                 }
             } else {
-                // Yield: up to an eighth of the window per RTT at -100 % off target.
-                let per_rtt = (self.config.max_increase_per_rtt as f64).max(self.cwnd as f64 / 8.0)
+                // Yield: up to half the window per RTT at -100 % off target.
+                let per_rtt = (self.config.max_increase_per_rtt as f64)
+                    .max(self.cwnd as f64 / YIELD_DIVISOR)
                     * (-off_target).min(1.0);
                 let cut = (per_rtt * fraction) as usize;
                 self.cwnd = self.cwnd.saturating_sub(cut);

@@ -1,4 +1,5 @@
 //! Shared test support: a network link model and a two-endpoint simulator.
 
 pub mod link;
+pub mod newreno;
 pub mod sim;

@@ -71,7 +71,23 @@ pub struct Sim {
     pub ba: Link,
     /// Sees every datagram sent (from which side); returning `true` drops it.
     pub filter: Option<Filter>,
+    /// B's clock runs this much faster than A's (1.01: 1 % fast).
+    pub b_clock_rate: f64,
+    /// Other traffic sharing the links (flow tag 1).
+    pub cross: Option<Box<dyn CrossTraffic>>,
+    epoch: Instant,
     buf: Vec<u8>,
+}
+
+/// A flow that shares the simulated links with the uTP endpoints: its
+/// datagrams carry flow tag 1; A -> B on `ab`, B -> A on `ba`.
+pub trait CrossTraffic {
+    /// A datagram of the flow arrived at `to`.
+    fn on_recv(&mut self, now: Instant, to: Side, datagram: Vec<u8>);
+    /// The next datagram the flow sends now, and from which side.
+    fn poll_send(&mut self, now: Instant) -> Option<(Side, Vec<u8>)>;
+    /// When the flow next wants to act (a timer).
+    fn next_wakeup(&self) -> Option<Instant>;
 }
 
 pub fn addr(s: &str) -> SocketAddr {
@@ -114,6 +130,9 @@ impl Sim {
             ab: Link::new(ab, seed.wrapping_mul(41).wrapping_add(3)),
             ba: Link::new(ba, seed.wrapping_mul(43).wrapping_add(4)),
             filter: None,
+            b_clock_rate: 1.0,
+            cross: None,
+            epoch,
             buf: vec![0u8; 65536],
         }
     }
@@ -144,25 +163,44 @@ impl Sim {
     /// Returns `true` if anything happened.
     pub fn step_now(&mut self) -> bool {
         let mut progress = false;
+        let now = self.now;
+        let b_now = self.local(Side::B, now);
         // Arrivals.
-        while let Some(d) = self.ab.poll_recv(self.now) {
+        while let Some((tag, d)) = self.ab.poll_recv_tagged(now) {
             progress = true;
-            deliver(&mut self.b, self.a.addr, self.now, &d);
+            if tag == 0 {
+                deliver(&mut self.b, self.a.addr, b_now, &d);
+            } else if let Some(cross) = self.cross.as_mut() {
+                cross.on_recv(now, Side::B, d);
+            }
         }
-        while let Some(d) = self.ba.poll_recv(self.now) {
+        while let Some((tag, d)) = self.ba.poll_recv_tagged(now) {
             progress = true;
-            deliver(&mut self.a, self.b.addr, self.now, &d);
+            if tag == 0 {
+                deliver(&mut self.a, self.b.addr, now, &d);
+            } else if let Some(cross) = self.cross.as_mut() {
+                cross.on_recv(now, Side::A, d);
+            }
         }
-        for (side, node, link) in
-            [(Side::A, &mut self.a, &mut self.ab), (Side::B, &mut self.b, &mut self.ba)]
+        if let Some(cross) = self.cross.as_mut() {
+            while let Some((side, d)) = cross.poll_send(now) {
+                progress = true;
+                match side {
+                    Side::A => self.ab.send_tagged(now, 1, d),
+                    Side::B => self.ba.send_tagged(now, 1, d),
+                }
+            }
+        }
+        for (side, node, link, t) in
+            [(Side::A, &mut self.a, &mut self.ab, now), (Side::B, &mut self.b, &mut self.ba, b_now)]
         {
-            if node.endpoint.poll_timeout().is_some_and(|t| t <= self.now) {
-                node.endpoint.handle_timeout(self.now);
+            if node.endpoint.poll_timeout().is_some_and(|x| x <= t) {
+                node.endpoint.handle_timeout(t);
                 progress = true;
             }
             let mut burst = 0usize;
-            while let Some(t) = node.endpoint.poll_transmit(self.now, &mut self.buf) {
-                let datagram = &self.buf[..t.size];
+            while let Some(tr) = node.endpoint.poll_transmit(t, &mut self.buf) {
+                let datagram = &self.buf[..tr.size];
                 burst += 1;
                 assert!(
                     burst < 100_000,
@@ -178,8 +216,7 @@ impl Sim {
                         continue;
                     }
                 }
-                link.send(self.now, datagram.to_vec());
-                progress = true;
+                link.send(now, datagram.to_vec());
             }
             while let Some(ev) = node.endpoint.poll_event() {
                 node.events.push(ev);
@@ -189,13 +226,37 @@ impl Sim {
         progress
     }
 
+    /// `now` (the simulation's clock) as the node on `side` sees it.
+    pub fn local(&self, side: Side, now: Instant) -> Instant {
+        match side {
+            Side::A => now,
+            Side::B if self.b_clock_rate == 1.0 => now,
+            Side::B => self.epoch + (now - self.epoch).mul_f64(self.b_clock_rate),
+        }
+    }
+
+    /// A node's local instant on the simulation's clock (rounded up).
+    fn global(&self, side: Side, t: Instant) -> Instant {
+        match side {
+            Side::A => t,
+            Side::B if self.b_clock_rate == 1.0 => t,
+            Side::B => {
+                self.epoch
+                    + (t.saturating_duration_since(self.epoch)).div_f64(self.b_clock_rate)
+                    + Duration::from_nanos(1)
+            }
+        }
+    }
+
     /// The next instant something is scheduled.
     pub fn next_wakeup(&mut self) -> Option<Instant> {
+        let b_timeout = self.b.endpoint.poll_timeout().map(|t| self.global(Side::B, t));
         [
             self.ab.next_delivery(),
             self.ba.next_delivery(),
             self.a.endpoint.poll_timeout(),
-            self.b.endpoint.poll_timeout(),
+            b_timeout,
+            self.cross.as_ref().and_then(|c| c.next_wakeup()),
         ]
         .into_iter()
         .flatten()
