@@ -9,6 +9,10 @@
 //! When a peer is missing the tests skip with a loud message, except under
 //! `CI=true`, where a missing peer fails the run.
 
+pub mod bittorrent;
+pub mod relay;
+pub mod tshark;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -43,6 +47,16 @@ pub fn require(peer: Peer) -> bool {
                 None
             }
         }
+        Peer::Libtorrent => {
+            let python = interop_dir().join(".venv/bin/python");
+            let ok = std::process::Command::new(&python)
+                .args(["-c", "import libtorrent"])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            (!ok).then(|| format!("{} cannot import libtorrent", python.display()))
+        }
+        Peer::Tshark => tshark::unavailable(),
     };
     match missing {
         None => true,
@@ -64,6 +78,10 @@ pub fn require(peer: Peer) -> bool {
 pub enum Peer {
     /// libutp via utp-native (`peers/libutp-peer.js`).
     Libutp,
+    /// libtorrent-rasterbar via its Python bindings (`peers/lt_peer.py`).
+    Libtorrent,
+    /// Wireshark's `tshark`, able to capture on `lo`.
+    Tshark,
 }
 
 /// A running peer script.
@@ -77,6 +95,13 @@ impl PeerProcess {
     pub fn libutp(args: &[&str]) -> std::io::Result<Self> {
         let mut cmd = Command::new("node");
         cmd.arg(interop_dir().join("peers/libutp-peer.js")).args(args);
+        Self::spawn(cmd)
+    }
+
+    /// Starts `peers/lt_peer.py` with `args` under `interop/.venv`'s Python.
+    pub fn libtorrent(args: &[&str]) -> std::io::Result<Self> {
+        let mut cmd = Command::new(interop_dir().join(".venv/bin/python"));
+        cmd.arg(interop_dir().join("peers/lt_peer.py")).args(args);
         Self::spawn(cmd)
     }
 

@@ -39,6 +39,9 @@ pub struct TransportConfig {
     /// After this long without sending anything, send a keepalive (a
     /// duplicate ACK, as libutp does). `None` disables keepalives.
     pub keepalive_interval: Option<Duration>,
+    /// Spread each window's packets over the round trip (on paths with an
+    /// RTT of 2 ms or more) instead of sending them in one burst.
+    pub pacing: bool,
     /// Coalesce small writes while data is in flight (like TCP's Nagle).
     /// Turn off for latency-sensitive request/response traffic.
     pub nagle: bool,
@@ -72,6 +75,7 @@ impl Default for TransportConfig {
             connect_timeout: Duration::from_secs(15),
             idle_timeout: Duration::from_secs(120),
             keepalive_interval: Some(Duration::from_secs(29)),
+            pacing: true,
             nagle: true,
             close_timeout: Duration::from_secs(10),
             pre_confirm_limit: 64 * 1024,

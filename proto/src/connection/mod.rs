@@ -1,5 +1,6 @@
 //! One uTP connection as a pure state machine.
 
+mod pacer;
 mod recv_buffer;
 mod rtt;
 mod send_buffer;
@@ -21,6 +22,7 @@ use crate::wire::{
     ExtFlags, Extension, Extensions, Negotiation, PacketType, Repr, SackIter, SeqNr, Timestamp,
     HEADER_LEN,
 };
+use pacer::Pacer;
 use recv_buffer::{Arrival, RecvBuffer, MAX_SACK_BYTES};
 use rtt::RttEstimator;
 use send_buffer::SendBuffer;
@@ -198,6 +200,7 @@ pub struct Connection {
     sent: SentPackets,
     local_fin: LocalFin,
     cc: Box<dyn Controller>,
+    pacer: Pacer,
     rtt: RttEstimator,
     /// Consecutive retransmission timeouts (drives the backoff).
     timeouts_in_row: u32,
@@ -358,6 +361,7 @@ impl Connection {
             sent: SentPackets::new(first_seq),
             local_fin: LocalFin::None,
             cc,
+            pacer: Pacer::new(),
             rtt: RttEstimator::new(),
             timeouts_in_row: 0,
             timeouts_unanswered: 0,
@@ -632,6 +636,8 @@ impl Connection {
                 Timer::Persist => {
                     self.probe_allowed = true;
                 }
+                // Only wakes the connection: the pacer allows the next packet.
+                Timer::Pace => {}
                 Timer::Close => match self.state {
                     State::TimeWait => self.close(None),
                     State::Closed => {}
@@ -972,6 +978,11 @@ impl Connection {
             self.set_event(Event::Finished);
         }
         if progressed || acked > 0 {
+            if let LocalFin::Sent(_) = self.local_fin {
+                // Closing, but the peer still takes our data: the close
+                // timeout counts from the last progress, not from the FIN.
+                self.timers.set(Timer::Close, now + self.config.close_timeout);
+            }
             if self.sent.bytes_in_flight() > 0 {
                 self.timers.set(Timer::Retransmit, now + self.rto());
             } else if self.sent.first_lost().is_none() {
@@ -1028,13 +1039,14 @@ impl Connection {
         self.packet_size - HEADER_LEN - extra_header
     }
 
-    /// Room for a packet of `payload` bytes: the congestion window counts
+    /// Room for a packet of `payload` bytes (and, when `paced`, the pacer's
+    /// leave to send it now): the congestion window counts
     /// whole packets, the peer's receive window only payload (and, before
     /// the initiator confirmed the handshake, our pre-confirmation cap).
     /// When the peer's window is closed with nothing in flight, arms the
     /// persist timer so that a probe goes out even if the window update is
     /// lost.
-    fn window_allows(&mut self, now: Instant, payload: usize) -> bool {
+    fn window_allows(&mut self, now: Instant, payload: usize, paced: bool) -> bool {
         let in_flight = self.sent.bytes_in_flight();
         let mut peer_wnd = self.peer_wnd;
         if self.state == State::SynRecv {
@@ -1043,6 +1055,18 @@ impl Connection {
         let cwnd_ok = in_flight + payload + HEADER_LEN <= self.cc.window();
         let peer_ok = self.sent.payload_in_flight() + payload <= peer_wnd;
         if cwnd_ok && peer_ok {
+            if !paced || !self.config.pacing {
+                // Retransmissions are not held back: recovery comes first.
+                return true;
+            }
+            let mss = self.packet_size - HEADER_LEN;
+            let size = payload + HEADER_LEN;
+            let rtt = self.rtt.smoothed();
+            if let Some(at) = self.pacer.delay(now, size, self.cc.window(), rtt, mss) {
+                self.timers.set(Timer::Pace, at);
+                return false;
+            }
+            self.pacer.on_sent(size);
             return true;
         }
         if in_flight == 0 {
@@ -1145,7 +1169,7 @@ impl Connection {
         let (kind, offset, len, size) = (p.kind, p.offset, p.len, p.size());
         let meta = p.meta.clone();
         let resend = p.transmissions > 0;
-        if kind != PacketType::Syn && !self.window_allows(now, len) {
+        if kind != PacketType::Syn && !self.window_allows(now, len, false) {
             return None;
         }
         if resend {
@@ -1169,7 +1193,7 @@ impl Connection {
             {
                 return None;
             }
-            if !self.window_allows(now, seg.len) {
+            if !self.window_allows(now, seg.len, true) {
                 return None;
             }
             let meta = self.send_buf.take_segment(seg);
@@ -1196,7 +1220,7 @@ impl Connection {
                 buf,
             );
         }
-        if self.local_fin == LocalFin::Requested && self.window_allows(now, 0) {
+        if self.local_fin == LocalFin::Requested && self.window_allows(now, 0, true) {
             let seq = self.sent.push(SentPacket {
                 kind: PacketType::Fin,
                 offset: self.send_buf.end(),

@@ -18,9 +18,11 @@ pub(crate) enum Timer {
     /// Closing: how long we wait for our FIN to be acked, then how long we
     /// linger to answer retransmitted FINs.
     Close = 5,
+    /// The pacer lets the next packet go.
+    Pace = 6,
 }
 
-const COUNT: usize = 6;
+const COUNT: usize = 7;
 
 impl Timer {
     const ALL: [Timer; COUNT] = [
@@ -30,6 +32,7 @@ impl Timer {
         Timer::KeepAlive,
         Timer::Persist,
         Timer::Close,
+        Timer::Pace,
     ];
 }
 
