@@ -12,6 +12,10 @@
 //!   [`close`](UtpStream::close), [`reset`](UtpStream::reset), statistics.
 //! - [`Config`] holds every engine setting and the runtime's own (accept
 //!   backlog, kernel socket buffers, the non-uTP queue).
+//! - [`Transport`] (feature `libp2p`, on by default) is uTP as a libp2p
+//!   transport for `/ip4|ip6/<ip>/udp/<port>/utp` addresses: add it to a
+//!   Swarm and upgrade it with noise and yamux like TCP (see
+//!   [`transport`]).
 //!
 //! Errors are [`std::io::Error`]s whose kinds say what happened:
 //! `TimedOut` (the peer stopped answering, or a dial or close took longer
@@ -73,9 +77,13 @@ mod driver;
 mod shared;
 mod socket;
 mod stream;
+#[cfg(feature = "libp2p")]
+pub mod transport;
 mod udp;
 
 pub use config::{Config, DEFAULT_SOCKET_BUFFER_SIZE};
 pub use socket::{IncomingStreams, UtpSocket};
 pub use stream::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, UtpStream, WriteHalf};
+#[cfg(feature = "libp2p")]
+pub use transport::Transport;
 pub use utp_proto::{self, Stats};

@@ -277,6 +277,46 @@ impl UtpSocket {
         Poll::Pending
     }
 
+    /// Like [`UtpSocket::poll_accept`], but takes the first waiting
+    /// connection whose peer address passes `wanted` and leaves the others
+    /// queued, in order.
+    ///
+    /// Used by the libp2p transport: a hole-punching dial takes the
+    /// connection of the peer it punches to, and the listener takes every
+    /// other one. A task waiting here is woken by every new connection, so
+    /// one that skips connections must be woken again (by whoever changes
+    /// what it wants) to pick them up. Keep in step with `poll_accept`.
+    #[cfg(feature = "libp2p")]
+    pub(crate) fn poll_accept_matching(
+        &self,
+        cx: &mut Context<'_>,
+        mut wanted: impl FnMut(SocketAddr) -> bool,
+    ) -> Poll<io::Result<UtpStream>> {
+        let shared = self.shared();
+        let mut inner = shared.inner.lock();
+        inner.check_running()?;
+        let found = inner.accept_queue.iter().enumerate().find_map(|(i, &handle)| {
+            let remote = inner.endpoint.connection(handle).map(|c| c.remote())?;
+            wanted(remote).then_some((i, handle, remote))
+        });
+        if let Some((i, handle, remote)) = found {
+            inner.accept_queue.remove(i);
+            let config = shared.config.endpoint.transport.clone();
+            let stream = StreamShared::new(shared.clone(), &mut inner, handle, remote, config);
+            drop(inner);
+            debug!(%remote, local = %shared.local_addr, "accept");
+            return Poll::Ready(Ok(UtpStream::new(stream)));
+        }
+        if !inner.listening {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the uTP socket was closed: it accepts no more connections",
+            )));
+        }
+        inner.accept_wakers.register(cx.waker());
+        Poll::Pending
+    }
+
     /// The incoming connections as a [`Stream`](futures_core::Stream), which
     /// ends when the socket is closed.
     #[must_use]
