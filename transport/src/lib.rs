@@ -83,7 +83,11 @@ mod udp;
 
 pub use config::{Config, DEFAULT_SOCKET_BUFFER_SIZE};
 pub use socket::{IncomingStreams, UtpSocket};
-pub use stream::{OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, UtpStream, WriteHalf};
+pub use stream::{
+    MessageRead, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, UtpStream, WriteHalf,
+    MAX_METADATA_LEN,
+};
 #[cfg(feature = "libp2p")]
 pub use transport::Transport;
+pub use utp_proto::wire::ExtFlags;
 pub use utp_proto::{self, Stats};

@@ -9,9 +9,33 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tracing::debug;
+use utp_proto::wire::ExtFlags;
 use utp_proto::{ConnectionHandle, ReadError, Stats, TransportConfig, WriteError};
 
 use crate::shared::{register, Inner, Shared};
+
+/// Longest message metadata a [`UtpStream`] can send (see
+/// [`UtpStream::poll_write_message_end`]). The record's length byte would
+/// allow 255, but the engine refuses to send more than 253
+/// (`WriteError::MetadataTooLong`, here
+/// [`InvalidInput`](io::ErrorKind::InvalidInput)). Up to 255 are accepted
+/// from a peer.
+pub const MAX_METADATA_LEN: usize = 253;
+
+/// What [`UtpStream::read_message_part`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MessageRead {
+    /// This many bytes of the current message's body were copied into the
+    /// buffer; the message goes on (its end has not been read yet).
+    Data(usize),
+    /// The current message ends here (its whole body was read before);
+    /// this is its metadata.
+    End(Box<[u8]>),
+    /// The peer finished sending and everything was read. Bytes read since
+    /// the last [`MessageRead::End`] belong to no complete message.
+    Eof,
+}
 
 /// What every handle of one connection shares. Dropping the last handle
 /// gives the connection back to the engine ([`Inner::release`]), which
@@ -56,6 +80,8 @@ fn write_error(e: WriteError) -> io::Error {
             io::ErrorKind::BrokenPipe,
             "the write side of the uTP stream is shut down",
         ),
+        e @ WriteError::MessagesNotNegotiated => io::Error::new(io::ErrorKind::Unsupported, e),
+        e @ WriteError::MetadataTooLong(_) => io::Error::new(io::ErrorKind::InvalidInput, e),
         e => io::Error::other(e),
     }
 }
@@ -99,6 +125,16 @@ impl StreamShared {
         Poll::Pending
     }
 
+    /// Reading reopened the receive window: the engine may want to tell
+    /// the peer (a window update) if it was closing.
+    fn after_read(&self, window_before: usize) {
+        let threshold =
+            (self.config.receive_buffer_size / 2).max(4 * self.config.max_packet_size_v4);
+        if window_before < threshold {
+            self.shared.wake_driver();
+        }
+    }
+
     fn poll_read(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -110,12 +146,8 @@ impl StreamShared {
         match conn.read(buf) {
             Ok(n) => {
                 drop(guard);
-                // Reading reopens the receive window; the engine may want to
-                // tell the peer (a window update) if it was closing.
-                let threshold =
-                    (self.config.receive_buffer_size / 2).max(4 * self.config.max_packet_size_v4);
-                if n > 0 && window_before < threshold {
-                    self.shared.wake_driver();
+                if n > 0 {
+                    self.after_read(window_before);
                 }
                 Poll::Ready(Ok(n))
             }
@@ -148,6 +180,86 @@ impl StreamShared {
             }
             Err(e) => Poll::Ready(Err(write_error(e))),
         }
+    }
+
+    fn negotiated(&self) -> ExtFlags {
+        let inner = self.shared.inner.lock();
+        inner.endpoint.connection(self.handle).map_or(ExtFlags::NONE, |c| c.negotiated())
+    }
+
+    /// Reads within the current message: never past its end, and the end
+    /// itself as [`MessageRead::End`].
+    fn poll_read_message(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<MessageRead>> {
+        let mut guard = self.shared.inner.lock();
+        let inner = &mut *guard;
+        let conn = inner.endpoint.connection_mut(self.handle).ok_or_else(gone)?;
+        let window_before = conn.stats().recv_window;
+        let want = match conn.next_message_end() {
+            Some((0, _)) => {
+                let meta = conn.take_message_end().unwrap_or_default();
+                drop(guard);
+                self.after_read(window_before);
+                return Poll::Ready(Ok(MessageRead::End(meta)));
+            }
+            Some((to_end, _)) => to_end.min(buf.len()),
+            None => buf.len(),
+        };
+        if want == 0 {
+            return Poll::Ready(Ok(MessageRead::Data(0)));
+        }
+        match conn.read(&mut buf[..want]) {
+            Ok(0) => Poll::Ready(Ok(MessageRead::Eof)),
+            Ok(n) => {
+                drop(guard);
+                self.after_read(window_before);
+                Poll::Ready(Ok(MessageRead::Data(n)))
+            }
+            Err(ReadError::Blocked) => {
+                inner.check_running()?;
+                register(&mut inner.wakers(self.handle).ok_or_else(gone)?.read, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(read_error(e))),
+        }
+    }
+
+    /// Ends the current message; waits while the send buffer is full.
+    fn poll_write_message_end(&self, cx: &mut Context<'_>, meta: &[u8]) -> Poll<io::Result<()>> {
+        let mut guard = self.shared.inner.lock();
+        let inner = &mut *guard;
+        inner.check_running()?;
+        let conn = inner.endpoint.connection_mut(self.handle).ok_or_else(gone)?;
+        match conn.end_message(meta) {
+            Ok(()) => {
+                drop(guard);
+                self.shared.wake_driver();
+                Poll::Ready(Ok(()))
+            }
+            Err(WriteError::Blocked) => {
+                register(&mut inner.wakers(self.handle).ok_or_else(gone)?.write, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(write_error(e))),
+        }
+    }
+
+    /// Writes all of `body`, then ends the message with `meta`.
+    async fn write_message(&self, meta: &[u8], body: &[u8]) -> io::Result<()> {
+        if meta.len() > MAX_METADATA_LEN {
+            return Err(write_error(WriteError::MetadataTooLong(meta.len())));
+        }
+        if !self.negotiated().contains(ExtFlags::METADATA) {
+            return Err(write_error(WriteError::MessagesNotNegotiated));
+        }
+        let mut written = 0;
+        while written < body.len() {
+            written += poll_fn(|cx| self.poll_write(cx, &body[written..])).await?;
+        }
+        poll_fn(|cx| self.poll_write_message_end(cx, meta)).await
     }
 
     fn poll_flush(&self) -> Poll<io::Result<()>> {
@@ -265,6 +377,44 @@ impl StreamShared {
 ///   connection close gracefully in the background: the data written so
 ///   far is still delivered, then a FIN; the connection is freed once
 ///   closed (at the latest after [`TransportConfig::close_timeout`]).
+///
+/// # Messages (the metadata extension)
+///
+/// When both sides enable [`ExtFlags::METADATA`] in
+/// [`TransportConfig::extensions`], the connection also carries message
+/// boundaries: [`negotiated`](UtpStream::negotiated) says whether the peer
+/// agreed. A message is the bytes written since the previous message end
+/// (or since the start), followed by an end that carries 0 to
+/// [`MAX_METADATA_LEN`] bytes of metadata:
+/// [`write_message_end`](UtpStream::write_message_end) (or
+/// [`write_message`](UtpStream::write_message) for body and end at once).
+/// On the wire the end is a record on the message's last packet, and no
+/// packet holds bytes of two messages. The reader sees the boundaries with
+/// [`read_message_part`](UtpStream::read_message_part): it returns body
+/// bytes, never reading past the end of the current message, then the end
+/// with its metadata. The `utp-ext` crate builds whole-message
+/// `Sink`/`Stream` types on this.
+///
+/// Bytes and messages are one stream, so the two APIs mix by these rules:
+/// - Bytes written with `AsyncWrite` are part of the next message to be
+///   ended: writing bytes and then ending a message makes them (the start
+///   of) its body. Bytes written after the last message end and never
+///   ended are plain bytes at the end of the stream.
+/// - `AsyncRead` reads bytes across message boundaries. A message end it
+///   reads past is discarded; an end exactly where the read stops is kept,
+///   and the next [`read_message_part`](UtpStream::read_message_part)
+///   returns it at once.
+/// - So one connection can carry plain bytes, then messages, then plain
+///   bytes again, provided the reader switches at the same points: it reads
+///   the plain prefix with `AsyncRead` for exactly its length (a buffered
+///   reader that reads ahead would eat into the first message), reads
+///   messages until the last end, then reads plain bytes again.
+/// - With a peer that did not negotiate messages, ending a message fails
+///   with [`Unsupported`](io::ErrorKind::Unsupported) and nothing is sent;
+///   the byte stream works as before.
+/// - Message ends take room in the send buffer and in the peer's receive
+///   window (their metadata plus a 32-byte overhead), so a sender of many
+///   small or empty messages waits like a sender of bytes.
 pub struct UtpStream {
     inner: Arc<StreamShared>,
 }
@@ -317,6 +467,16 @@ impl UtpStream {
     /// [`ConnectionAborted`](io::ErrorKind::ConnectionAborted).
     pub fn reset(&self) {
         self.inner.reset();
+    }
+
+    /// The extensions both sides agreed on in the handshake (see
+    /// [`TransportConfig::extensions`]): [`ExtFlags::METADATA`] for
+    /// messages, [`ExtFlags::SYN_DATA`] when the bytes given to
+    /// [`UtpSocket::connect_with_data`](crate::UtpSocket::connect_with_data)
+    /// rode on the SYN.
+    #[must_use]
+    pub fn negotiated(&self) -> ExtFlags {
+        self.inner.negotiated()
     }
 
     /// Splits the stream into halves that can move to different tasks.
@@ -525,3 +685,87 @@ macro_rules! impl_write {
 
 impl_read!(UtpStream, OwnedReadHalf, ReadHalf<'_>);
 impl_write!(UtpStream, OwnedWriteHalf, WriteHalf<'_>);
+
+/// The reading side of the message API for a type with an `inner` that
+/// derefs to [`StreamShared`].
+macro_rules! impl_message_read {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// Polls for the next part of the current message: body bytes
+            /// ([`MessageRead::Data`], never past the message's end), its
+            /// end with the metadata ([`MessageRead::End`]), or the end of
+            /// the stream ([`MessageRead::Eof`]). Without a message end in
+            /// sight every readable byte counts as body. With an empty
+            /// `buf` it returns `Data(0)` unless an end is next. See
+            /// [`UtpStream`]'s section on messages.
+            pub fn poll_read_message_part(
+                &mut self,
+                cx: &mut Context<'_>,
+                buf: &mut [u8],
+            ) -> Poll<io::Result<MessageRead>> {
+                self.inner.poll_read_message(cx, buf)
+            }
+
+            /// Reads the next part of the current message; see
+            /// [`poll_read_message_part`](Self::poll_read_message_part).
+            pub async fn read_message_part(&mut self, buf: &mut [u8]) -> io::Result<MessageRead> {
+                poll_fn(|cx| self.inner.poll_read_message(cx, buf)).await
+            }
+        }
+    )*};
+}
+
+/// `negotiated` for the halves.
+macro_rules! impl_negotiated {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// The extensions negotiated with the peer; see
+            /// [`UtpStream::negotiated`].
+            #[must_use]
+            pub fn negotiated(&self) -> ExtFlags {
+                self.inner.negotiated()
+            }
+        }
+    )*};
+}
+
+/// The writing side of the message API for a type with an `inner` that
+/// derefs to [`StreamShared`].
+macro_rules! impl_message_write {
+    ($($ty:ty),*) => {$(
+        impl $ty {
+            /// Polls to end the current message with `meta` (0 to
+            /// [`MAX_METADATA_LEN`] bytes): the bytes written since the
+            /// previous end become its body. Pending while the send buffer
+            /// has no room for the end. Fails with
+            /// [`Unsupported`](io::ErrorKind::Unsupported) when the peer
+            /// did not negotiate messages, with
+            /// [`InvalidInput`](io::ErrorKind::InvalidInput) when `meta` is
+            /// too long. See [`UtpStream`]'s section on messages.
+            pub fn poll_write_message_end(
+                &mut self,
+                cx: &mut Context<'_>,
+                meta: &[u8],
+            ) -> Poll<io::Result<()>> {
+                self.inner.poll_write_message_end(cx, meta)
+            }
+
+            /// Ends the current message with `meta`; see
+            /// [`poll_write_message_end`](Self::poll_write_message_end).
+            pub async fn write_message_end(&mut self, meta: &[u8]) -> io::Result<()> {
+                poll_fn(|cx| self.inner.poll_write_message_end(cx, meta)).await
+            }
+
+            /// Writes `body` and ends the message with `meta`, waiting for
+            /// room as a write does. Checks `meta` and the negotiation
+            /// before writing anything.
+            pub async fn write_message(&mut self, meta: &[u8], body: &[u8]) -> io::Result<()> {
+                self.inner.write_message(meta, body).await
+            }
+        }
+    )*};
+}
+
+impl_message_read!(UtpStream, OwnedReadHalf, ReadHalf<'_>);
+impl_message_write!(UtpStream, OwnedWriteHalf, WriteHalf<'_>);
+impl_negotiated!(OwnedReadHalf, OwnedWriteHalf, ReadHalf<'_>, WriteHalf<'_>);

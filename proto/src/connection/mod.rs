@@ -272,12 +272,15 @@ impl Connection {
         let written = conn.send_buf.write(syn_data);
         conn.stats.bytes_written += written as u64;
         let syn_len = if conn.offered.contains(ExtFlags::SYN_DATA) {
-            written.min(conn.config.max_syn_data).min(conn.max_payload(0))
+            // The SYN also carries the 8-byte negotiation record.
+            let room = conn.max_payload(2 + crate::wire::EXTENSION_BITS_LEN);
+            written.min(conn.config.max_syn_data).min(room)
         } else {
             0
         };
         if syn_len > 0 {
-            let seg = send_buffer::Segment { offset: 0, len: syn_len, ends_message: false };
+            let seg =
+                send_buffer::Segment { offset: 0, len: syn_len, ends_message: false, end_cost: 0 };
             conn.send_buf.take_segment(seg);
         }
         conn.sent.push(SentPacket {
@@ -498,7 +501,9 @@ impl Connection {
 
     /// Ends the current message with `meta` (framed messages; needs the
     /// metadata extension negotiated). The bytes written since the previous
-    /// message end form the message body.
+    /// message end form the message body. A message end takes room in the
+    /// send buffer (its metadata and a small overhead) until it is sent:
+    /// [`WriteError::Blocked`] when there is none.
     pub fn end_message(&mut self, meta: &[u8]) -> Result<(), WriteError> {
         self.check_writable()?;
         if !self.negotiated.contains(ExtFlags::METADATA) {
@@ -507,7 +512,10 @@ impl Connection {
         if meta.len() > 253 {
             return Err(WriteError::MetadataTooLong(meta.len()));
         }
-        self.send_buf.end_message(meta);
+        if !self.send_buf.end_message(meta) {
+            self.write_blocked = true;
+            return Err(WriteError::Blocked);
+        }
         Ok(())
     }
 
@@ -553,7 +561,10 @@ impl Connection {
     /// Consumes the message end at the read position (after its body was
     /// read); returns its metadata.
     pub fn take_message_end(&mut self) -> Option<Box<[u8]>> {
-        self.recv.pop_message_end()
+        let meta = self.recv.pop_message_end()?;
+        // Message ends take room in the window: consuming one may reopen it.
+        self.maybe_window_update();
+        Some(meta)
     }
 
     /// After a read, tell the peer that the window reopened if it had
@@ -1167,9 +1178,10 @@ impl Connection {
         let seq = self.sent.first_lost()?;
         let p = self.sent.get(seq)?;
         let (kind, offset, len, size) = (p.kind, p.offset, p.len, p.size());
+        let window_bytes = p.window_bytes();
         let meta = p.meta.clone();
         let resend = p.transmissions > 0;
-        if kind != PacketType::Syn && !self.window_allows(now, len, false) {
+        if kind != PacketType::Syn && !self.window_allows(now, window_bytes, false) {
             return None;
         }
         if resend {
@@ -1193,7 +1205,8 @@ impl Connection {
             {
                 return None;
             }
-            if !self.window_allows(now, seg.len, true) {
+            // A message end counts in the peer's window as it does there.
+            if !self.window_allows(now, seg.len + seg.end_cost, true) {
                 return None;
             }
             let meta = self.send_buf.take_segment(seg);

@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 
+use super::send_buffer::message_end_cost;
 use crate::wire::SeqNr;
 
 /// Most out-of-order packets tracked past the next expected one. Also caps
@@ -21,6 +22,13 @@ struct Held {
     payload: Vec<u8>,
     meta: Option<Box<[u8]>>,
     fin: bool,
+}
+
+impl Held {
+    /// Room it takes in the buffer: payload and message end.
+    fn cost(&self) -> usize {
+        self.payload.len() + self.meta.as_ref().map_or(0, |m| message_end_cost(m.len()))
+    }
 }
 
 /// What became of an arriving packet.
@@ -49,6 +57,9 @@ pub(crate) struct RecvBuffer {
     read_offset: u64,
     /// Message ends received in order: (stream offset of the end, metadata).
     boundaries: VecDeque<(u64, Box<[u8]>)>,
+    /// [`message_end_cost`] of `boundaries`: message ends take room in the
+    /// window like bytes, so that empty messages cannot grow it unbounded.
+    boundary_bytes: usize,
     /// Sequence number of the peer's FIN, once seen.
     fin: Option<SeqNr>,
     /// The FIN was reached in order: no more data will come.
@@ -65,6 +76,7 @@ impl RecvBuffer {
             capacity,
             read_offset: 0,
             boundaries: VecDeque::new(),
+            boundary_bytes: 0,
             fin: None,
             eof: false,
         }
@@ -80,7 +92,12 @@ impl RecvBuffer {
 
     /// Bytes the peer may still send: the advertised window.
     pub(crate) fn window(&self) -> usize {
-        self.capacity.saturating_sub(self.data.len() + self.held_bytes)
+        self.capacity.saturating_sub(self.used())
+    }
+
+    /// Room taken: in-order bytes, held packets, unconsumed message ends.
+    fn used(&self) -> usize {
+        self.data.len() + self.held_bytes + self.boundary_bytes
     }
 
     pub(crate) fn readable(&self) -> usize {
@@ -122,16 +139,17 @@ impl RecvBuffer {
         // holds it: the furthest held packets are dropped for it (they will
         // be sent again), or the gap could never close.
         let limit = self.capacity + MAX_PACKET_SLACK;
+        let cost = payload.len() + meta.map_or(0, |m| message_end_cost(m.len()));
         if index == 0 {
-            while self.data.len() + self.held_bytes + payload.len() > limit {
+            while self.used() + cost > limit {
                 match self.held.pop_back() {
-                    Some(Some(h)) => self.held_bytes -= h.payload.len(),
+                    Some(Some(h)) => self.held_bytes -= h.cost(),
                     Some(None) => {}
                     None => break,
                 }
             }
         }
-        if self.data.len() + self.held_bytes + payload.len() > limit {
+        if self.used() + cost > limit {
             return Arrival::Dropped;
         }
         if fin {
@@ -145,7 +163,7 @@ impl RecvBuffer {
             }
             while let Some(Some(_)) = self.held.front() {
                 let Some(Some(h)) = self.held.pop_front() else { break };
-                self.held_bytes -= h.payload.len();
+                self.held_bytes -= h.cost();
                 self.ack_nr = self.ack_nr.next();
                 self.deliver(&h.payload, h.meta.as_deref(), h.fin);
             }
@@ -157,7 +175,7 @@ impl RecvBuffer {
             if self.held[index].is_some() {
                 return Arrival::Duplicate;
             }
-            self.held_bytes += payload.len();
+            self.held_bytes += cost;
             self.held[index] =
                 Some(Held { payload: payload.to_vec(), meta: meta.map(Box::from), fin });
             Arrival::OutOfOrder
@@ -174,6 +192,7 @@ impl RecvBuffer {
         if let Some(meta) = meta {
             let end = self.read_offset + self.data.len() as u64;
             self.boundaries.push_back((end, meta.into()));
+            self.boundary_bytes += message_end_cost(meta.len());
         }
         if fin {
             self.eof = true;
@@ -191,7 +210,18 @@ impl RecvBuffer {
         buf[from_a..n].copy_from_slice(&b[..n - from_a]);
         self.data.drain(..n);
         self.read_offset += n as u64;
+        // A plain read past message ends discards them (an end exactly at
+        // the new read position stays: it ends the bytes just read).
+        while self.boundaries.front().is_some_and(|(end, _)| *end < self.read_offset) {
+            self.pop_boundary();
+        }
         n
+    }
+
+    fn pop_boundary(&mut self) -> Option<Box<[u8]>> {
+        let (_, meta) = self.boundaries.pop_front()?;
+        self.boundary_bytes -= message_end_cost(meta.len());
+        Some(meta)
     }
 
     /// Bytes readable before the next message end, and whether a message
@@ -203,7 +233,7 @@ impl RecvBuffer {
     /// Consumes the message end at the read position.
     pub(crate) fn pop_message_end(&mut self) -> Option<Box<[u8]>> {
         match self.boundaries.front() {
-            Some((end, _)) if *end == self.read_offset => self.boundaries.pop_front().map(|b| b.1),
+            Some((end, _)) if *end == self.read_offset => self.pop_boundary(),
             _ => None,
         }
     }
@@ -264,6 +294,45 @@ mod tests {
         assert!(rb.is_eof());
         assert_eq!(rb.ack_nr(), SeqNr(1));
         assert_eq!(rb.readable(), 2);
+    }
+
+    #[test]
+    fn message_ends_take_room_and_reads_past_them_discard_them() {
+        let mut rb = RecvBuffer::new(SeqNr(0), 1000);
+        assert_eq!(rb.insert(SeqNr(1), b"ab", Some(b"m1"), false), Arrival::InOrder);
+        assert_eq!(rb.insert(SeqNr(2), b"", Some(b""), false), Arrival::InOrder);
+        assert_eq!(rb.insert(SeqNr(3), b"cd", None, false), Arrival::InOrder);
+        assert_eq!(rb.window(), 1000 - 4 - message_end_cost(2) - message_end_cost(0));
+        assert_eq!(rb.next_message_end(), Some((2, &b"m1"[..])));
+        // A plain read of 3 bytes passes both ends (at offset 2).
+        let mut out = [0u8; 3];
+        assert_eq!(rb.read(&mut out), 3);
+        assert_eq!(rb.next_message_end(), None);
+        assert_eq!(rb.window(), 1000 - 1);
+        // An end exactly at the read position stays until taken.
+        assert_eq!(rb.insert(SeqNr(4), b"", Some(b"z"), false), Arrival::InOrder);
+        assert_eq!(rb.read(&mut out[..1]), 1);
+        assert_eq!(rb.next_message_end(), Some((0, &b"z"[..])));
+        assert_eq!(rb.pop_message_end().as_deref(), Some(&b"z"[..]));
+        assert_eq!(rb.window(), 1000);
+    }
+
+    #[test]
+    fn empty_messages_fill_the_window() {
+        let cap = 10 * message_end_cost(0);
+        let mut rb = RecvBuffer::new(SeqNr(0), cap);
+        let mut seq = SeqNr(0);
+        let mut taken = 0;
+        loop {
+            seq = seq.next();
+            match rb.insert(seq, b"", Some(b""), false) {
+                Arrival::InOrder => taken += 1,
+                Arrival::Dropped => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(rb.window(), 0);
+        assert!(taken <= 10 + MAX_PACKET_SLACK / message_end_cost(0));
     }
 
     #[test]

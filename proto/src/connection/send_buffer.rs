@@ -8,6 +8,18 @@
 
 use std::collections::VecDeque;
 
+/// Bytes of buffer (and of receive window) a message end counts for besides
+/// its metadata: about what a queued boundary costs in memory. Counting it
+/// keeps empty messages from growing the buffers without bound: they too
+/// take room, and the peer's window limits how many are in flight.
+pub(crate) const MESSAGE_END_OVERHEAD: usize = 32;
+
+/// What a message end with `meta_len` bytes of metadata counts for against
+/// the send buffer, the receive buffer and the peer's window.
+pub(crate) fn message_end_cost(meta_len: usize) -> usize {
+    MESSAGE_END_OVERHEAD + meta_len
+}
+
 /// The end of a message: the stream offset where it ends and its metadata.
 #[derive(Debug)]
 struct Boundary {
@@ -22,6 +34,9 @@ pub(crate) struct Segment {
     pub(crate) len: usize,
     /// The packet ends a message and carries its metadata record.
     pub(crate) ends_message: bool,
+    /// What the message end counts for in the peer's window
+    /// ([`message_end_cost`]); 0 when the packet ends no message.
+    pub(crate) end_cost: usize,
 }
 
 #[derive(Debug)]
@@ -33,6 +48,8 @@ pub(crate) struct SendBuffer {
     unsent: u64,
     capacity: usize,
     boundaries: VecDeque<Boundary>,
+    /// [`message_end_cost`] of the queued boundaries: they take room too.
+    boundary_bytes: usize,
 }
 
 impl SendBuffer {
@@ -43,6 +60,7 @@ impl SendBuffer {
             unsent: 0,
             capacity,
             boundaries: VecDeque::new(),
+            boundary_bytes: 0,
         }
     }
 
@@ -53,13 +71,23 @@ impl SendBuffer {
         n
     }
 
-    /// Marks the end of a message at the current end of the stream.
-    pub(crate) fn end_message(&mut self, meta: &[u8]) {
+    /// Marks the end of a message at the current end of the stream; returns
+    /// `false` (and queues nothing) when the buffer has no room for it. An
+    /// empty buffer always takes it.
+    pub(crate) fn end_message(&mut self, meta: &[u8]) -> bool {
+        let cost = message_end_cost(meta.len());
+        if cost > self.free() && !(self.data.is_empty() && self.boundaries.is_empty()) {
+            return false;
+        }
         self.boundaries.push_back(Boundary { end: self.end(), meta: meta.into() });
+        self.boundary_bytes += cost;
+        true
     }
 
+    /// Room left: the capacity minus the unacknowledged bytes and the
+    /// message ends not yet sent.
     pub(crate) fn free(&self) -> usize {
-        self.capacity.saturating_sub(self.data.len())
+        self.capacity.saturating_sub(self.data.len() + self.boundary_bytes)
     }
 
     /// Stream offset one past the last byte written.
@@ -91,14 +119,16 @@ impl SendBuffer {
                 let to_end = (b.end - offset) as usize;
                 let room_last = max_payload.saturating_sub(2 + b.meta.len());
                 if to_end <= room_last {
-                    Some(Segment { offset, len: to_end, ends_message: true })
+                    let end_cost = message_end_cost(b.meta.len());
+                    Some(Segment { offset, len: to_end, ends_message: true, end_cost })
                 } else {
-                    Some(Segment { offset, len: to_end.min(max_payload), ends_message: false })
+                    let len = to_end.min(max_payload);
+                    Some(Segment { offset, len, ends_message: false, end_cost: 0 })
                 }
             }
             None => {
                 let len = self.unsent_len().min(max_payload);
-                (len > 0).then_some(Segment { offset, len, ends_message: false })
+                (len > 0).then_some(Segment { offset, len, ends_message: false, end_cost: 0 })
             }
         }
     }
@@ -108,7 +138,9 @@ impl SendBuffer {
     pub(crate) fn take_segment(&mut self, seg: Segment) -> Option<Box<[u8]>> {
         self.unsent = seg.offset + seg.len as u64;
         if seg.ends_message {
-            self.boundaries.pop_front().map(|b| b.meta)
+            let b = self.boundaries.pop_front()?;
+            self.boundary_bytes -= message_end_cost(b.meta.len());
+            Some(b.meta)
         } else {
             None
         }
@@ -160,14 +192,18 @@ mod tests {
         assert_eq!(buf.write(b"hello world"), 10);
         assert_eq!(buf.free(), 0);
         let seg = buf.peek_segment(4).unwrap();
-        assert_eq!(seg, Segment { offset: 0, len: 4, ends_message: false });
+        assert_eq!(seg, Segment { offset: 0, len: 4, ends_message: false, end_cost: 0 });
         assert!(buf.take_segment(seg).is_none());
         let mut out = [0u8; 4];
         buf.copy_out(0, &mut out);
         assert_eq!(&out, b"hell");
         buf.ack_to(4);
         assert_eq!(buf.free(), 4);
-        buf.end_message(b"m");
+        // A message end takes room too (2 + 32 here): none left while data waits.
+        assert!(!buf.end_message(b"m"));
+        buf.capacity = 100;
+        assert!(buf.end_message(b"m"));
+        assert_eq!(buf.free(), 100 - 6 - message_end_cost(1));
         // 6 bytes to the end of the message; room for 7 - 3 = 4 with the record.
         let seg = buf.peek_segment(7).unwrap();
         assert_eq!(seg.len, 6);
@@ -175,9 +211,20 @@ mod tests {
         buf.take_segment(seg);
         // The message end now goes out as an empty packet with the record.
         let seg = buf.peek_segment(7).unwrap();
-        assert_eq!(seg, Segment { offset: 10, len: 0, ends_message: true });
+        let end_cost = message_end_cost(1);
+        assert_eq!(seg, Segment { offset: 10, len: 0, ends_message: true, end_cost });
         assert_eq!(buf.take_segment(seg).as_deref(), Some(&b"m"[..]));
         assert!(!buf.has_unsent());
+        assert_eq!(buf.free(), 100 - 6, "a message end frees its room once sent");
+    }
+
+    #[test]
+    fn empty_buffer_always_takes_a_message_end() {
+        let mut buf = SendBuffer::new(8);
+        assert!(buf.end_message(&[7; 200]));
+        assert_eq!(buf.free(), 0);
+        assert!(!buf.end_message(b""));
+        assert_eq!(buf.write(b"x"), 0);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
+use super::send_buffer::message_end_cost;
 use crate::wire::{PacketType, SeqNr, HEADER_LEN};
 
 #[derive(Debug)]
@@ -39,6 +40,12 @@ impl SentPacket {
         self.len + HEADER_LEN
     }
 
+    /// What this packet counts for in the peer's receive window: its
+    /// payload and the message end it carries (as the receiver counts it).
+    pub(crate) fn window_bytes(&self) -> usize {
+        self.len + self.meta.as_ref().map_or(0, |m| message_end_cost(m.len()))
+    }
+
     fn counts_in_flight(&self) -> bool {
         !self.sacked && !self.lost
     }
@@ -50,7 +57,8 @@ pub(crate) struct SentPackets {
     first: SeqNr,
     packets: VecDeque<SentPacket>,
     bytes_in_flight: usize,
-    /// Payload bytes of the same packets (what the peer's window counts).
+    /// Payload bytes of the same packets and their message ends (what the
+    /// peer's window counts).
     payload_in_flight: usize,
     /// Packets marked lost and not yet sent again.
     lost: usize,
@@ -100,7 +108,7 @@ impl SentPackets {
         let seq = self.next_seq();
         if packet.counts_in_flight() {
             self.bytes_in_flight += packet.size();
-            self.payload_in_flight += packet.len;
+            self.payload_in_flight += packet.window_bytes();
         }
         self.lost += usize::from(packet.lost);
         self.packets.push_back(packet);
@@ -129,7 +137,7 @@ impl SentPackets {
             self.first = self.first.next();
             if p.counts_in_flight() {
                 self.bytes_in_flight -= p.size();
-                self.payload_in_flight -= p.len;
+                self.payload_in_flight -= p.window_bytes();
             }
             self.lost -= usize::from(p.lost);
             f(seq, p);
@@ -146,7 +154,7 @@ impl SentPackets {
         }
         if p.counts_in_flight() {
             self.bytes_in_flight -= p.size();
-            self.payload_in_flight -= p.len;
+            self.payload_in_flight -= p.window_bytes();
         }
         p.sacked = true;
         p.sacked_once = true;
@@ -182,7 +190,7 @@ impl SentPackets {
             return false;
         }
         self.bytes_in_flight -= p.size();
-        self.payload_in_flight -= p.len;
+        self.payload_in_flight -= p.window_bytes();
         p.lost = true;
         self.lost += 1;
         true
@@ -216,7 +224,7 @@ impl SentPackets {
                 p.lost = false;
                 self.lost -= 1;
                 self.bytes_in_flight += p.size();
-                self.payload_in_flight += p.len;
+                self.payload_in_flight += p.window_bytes();
             }
             p.transmissions += 1;
             p.time_sent = now;

@@ -6,6 +6,7 @@ mod common;
 
 mod basic;
 mod close;
+mod extensions;
 mod goodput;
 mod handshake;
 mod ledbat;
