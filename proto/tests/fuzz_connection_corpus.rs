@@ -150,6 +150,7 @@ fn seeds() -> Vec<(&'static str, Setup, Vec<Op>)> {
     let mut ops = handshake();
     ops.push(Op::Write { ep: 0, conn: 0, len: 30_000 });
     ops.push(Op::DeliverAll);
+    ops.push(Op::Read { ep: 1, conn: 0, len: 65_000 });
     ops.push(Op::Reset { ep: 1, conn: 0 });
     ops.push(Op::Run { steps: 20 });
     ops.push(Op::Read { ep: 1, conn: 0, len: 65_000 });

@@ -592,6 +592,8 @@ impl Connection {
         if self.state != State::SynSent {
             self.reset_pending = true;
         }
+        // An abort: unread data is discarded, the next read fails.
+        self.recv.discard();
         self.close(Some(ConnectionError::LocallyReset));
     }
 

@@ -22,11 +22,16 @@ const MIN_PACED_RTT: Duration = Duration::from_millis(2);
 pub(crate) struct Pacer {
     tokens: f64,
     last: Option<Instant>,
+    /// The last `delay` paced (a path with RTT >= 2 ms).
+    active: bool,
+    /// The burst of the last paced decision: tokens never fall below minus
+    /// one burst, so a debt can never stall the sender for long.
+    burst: f64,
 }
 
 impl Pacer {
     pub(crate) fn new() -> Self {
-        Pacer { tokens: 0.0, last: None }
+        Pacer { tokens: 0.0, last: None, active: false, burst: 0.0 }
     }
 
     /// When a packet of `size` bytes may go out: `None` now, or the
@@ -39,11 +44,19 @@ impl Pacer {
         rtt: Option<Duration>,
         mss: usize,
     ) -> Option<Instant> {
-        let rtt = rtt.filter(|r| *r >= MIN_PACED_RTT)?;
+        let Some(rtt) = rtt.filter(|r| *r >= MIN_PACED_RTT) else {
+            // Not pacing: nothing to account (`on_sent` is then a no-op), and
+            // a later paced phase starts with a full burst.
+            self.active = false;
+            self.last = None;
+            return None;
+        };
+        self.active = true;
         let rate = GAIN * cwnd as f64 / rtt.as_secs_f64();
         // A burst worth a tenth of the round trip, within bounds.
         let burst = (rate * rtt.as_secs_f64() / 10.0)
             .clamp((MIN_BURST_PACKETS * mss) as f64, (MAX_BURST_PACKETS * mss) as f64);
+        self.burst = burst;
         let elapsed = self.last.map_or(Duration::MAX, |l| now.saturating_duration_since(l));
         self.last = Some(now);
         self.tokens = (self.tokens + elapsed.as_secs_f64().min(1.0) * rate).min(burst);
@@ -58,7 +71,9 @@ impl Pacer {
 
     /// A packet of `size` bytes went out.
     pub(crate) fn on_sent(&mut self, size: usize) {
-        self.tokens -= size as f64;
+        if self.active {
+            self.tokens = (self.tokens - size as f64).max(-self.burst);
+        }
     }
 }
 
@@ -86,5 +101,8 @@ mod tests {
             assert!(q.delay(now, 1000, 100_000, Some(Duration::from_micros(200)), 1000).is_none());
             q.on_sent(1000);
         }
+        // Regression: those unpaced packets left no debt behind; when the
+        // RTT grows past the threshold, a full burst goes out at once.
+        assert!(q.delay(now, 1000, 100_000, rtt, 1000).is_none());
     }
 }

@@ -201,6 +201,15 @@ impl RecvBuffer {
         }
     }
 
+    /// Drops everything received and not yet read (local abort).
+    pub(crate) fn discard(&mut self) {
+        self.data.clear();
+        self.held.clear();
+        self.held_bytes = 0;
+        self.boundaries.clear();
+        self.boundary_bytes = 0;
+    }
+
     /// Copies in-order bytes into `buf`; returns how many.
     pub(crate) fn read(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len().min(self.data.len());

@@ -388,3 +388,18 @@ fn time_wait_outlasts_the_peers_fin_retransmission() {
         sim.b.endpoint.connection(b).map(|c| c.error())
     );
 }
+
+/// Regression (found against libutp): after our own `reset()`, unread data
+/// is discarded and the next read fails at once.
+#[test]
+fn local_reset_discards_unread_data() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 52);
+    let (a, b) = established(&mut sim);
+    sim.b.endpoint.connection_mut(b).unwrap().write(&[5u8; 20_000]).unwrap();
+    sim.run_for(Duration::from_millis(200));
+    let ca = sim.a.endpoint.connection_mut(a).unwrap();
+    assert!(ca.readable_bytes() > 0);
+    ca.reset();
+    let mut buf = [0u8; 100];
+    assert_eq!(ca.read(&mut buf), Err(ConnectionError::LocallyReset.into()));
+}
