@@ -39,6 +39,19 @@
 //                     servers: per-connection idle timeout (default none)
 //   --exit-grace MS   clients: after the result, wait at most MS ms for the
 //                     connection to close before exiting (default 5000)
+//   --tail N          echo-server: after the client's end (FIN), write N more
+//                     seeded bytes (seed S+i), then end (a peer that keeps
+//                     sending after the other side's half-close)
+//   --destroy-after N destroy each connection (utp-native destroy(), i.e.
+//                     utp_close with no error) once N bytes have been
+//                     received plus written on it; prints "destroyed"
+//   --crash-after N   exit the process at once (exit code 4; libutp sends
+//                     nothing more) once a connection has received plus
+//                     written N bytes; prints "crash" first
+//   --lifecycle       also print, per connection, "peer-end" (the peer's FIN
+//                     arrived), "finish" (our end() flushed to libutp) and
+//                     "closed" (the connection closed; "error" is the
+//                     utp-native error code or null)
 //
 // Output: one JSON object per line on stdout, one line per event; nothing
 // else goes to stdout. Diagnostics go to stderr. Events (field "event"):
@@ -48,10 +61,13 @@
 //   connected   {conn, connect_ms}                       clients
 //   result      {mode, conn, ok, ...counts, hashes, elapsed_ms, mb_per_s}
 //   error       {conn, message, code}
+//   destroyed   {conn, received, written}                --destroy-after
+//   crash       {conn, received, written}                --crash-after
+//   peer-end, finish, closed {conn, ...}                 --lifecycle
 //   done        {ok, conns, failed}                      before exiting
 //   exit        {signal}                                 on SIGTERM/SIGINT
 // Exit code: 0 all connections ok, 1 some connection failed, 2 usage error,
-// 3 timeout.
+// 3 timeout, 4 --crash-after fired.
 //
 // Seeded stream (so any test can regenerate the bytes): mulberry32. State
 // a = seed (u32). For each 4 output bytes:
@@ -164,7 +180,11 @@ function parseArgs (argv) {
     hello: 0,
     halfClose: true,
     timeout: null,
-    exitGrace: 5000
+    exitGrace: 5000,
+    tail: 0,
+    destroyAfter: null,
+    crashAfter: null,
+    lifecycle: false
   }
   const pos = []
   const num = (name, v) => {
@@ -187,6 +207,10 @@ function parseArgs (argv) {
       case '--no-half-close': opts.halfClose = false; break
       case '--timeout': opts.timeout = num(a, argv[++i]); break
       case '--exit-grace': opts.exitGrace = num(a, argv[++i]); break
+      case '--tail': opts.tail = num(a, argv[++i]); break
+      case '--destroy-after': opts.destroyAfter = num(a, argv[++i]); break
+      case '--crash-after': opts.crashAfter = num(a, argv[++i]); break
+      case '--lifecycle': opts.lifecycle = true; break
       case '-h': case '--help': usage()
       // falls through (usage exits)
       default:
@@ -256,7 +280,8 @@ function endWhenConnected (conn) {
 
 // Write `total` bytes of a seeded stream to conn with backpressure, then
 // (optionally) end. Returns a promise resolving to { sha256, bytes }.
-function writeSeeded (conn, seed, total, chunk, end) {
+// `onWrite(n)`, if given, is called after each chunk handed to utp-native.
+function writeSeeded (conn, seed, total, chunk, end, onWrite) {
   return new Promise((resolve) => {
     const gen = new SeededStream(seed)
     const hash = crypto.createHash('sha256')
@@ -275,7 +300,9 @@ function writeSeeded (conn, seed, total, chunk, end) {
         const buf = gen.take(n)
         hash.update(buf)
         written += n
-        if (!conn.write(buf)) {
+        const more = conn.write(buf)
+        if (onWrite) onWrite(n)
+        if (!more) {
           conn.once('drain', pump)
           return
         }
@@ -285,6 +312,42 @@ function writeSeeded (conn, seed, total, chunk, end) {
     }
     pump()
   })
+}
+
+// The --destroy-after / --crash-after / --lifecycle instrumentation of
+// connection i. Returns onWrite(n) for writeSeeded (or null when none of
+// these options is given: the modes then behave exactly as without them).
+function instrument (conn, i, opts, errorOf) {
+  if (opts.lifecycle) {
+    conn.once('end', () => emit({ event: 'peer-end', conn: i }))
+    conn.once('finish', () => emit({ event: 'finish', conn: i }))
+    // utp-native emits 'error' just before 'close'.
+    conn.once('close', () => {
+      const err = errorOf()
+      emit({ event: 'closed', conn: i, error: err ? errInfo(err).code : null })
+    })
+  }
+  if (opts.destroyAfter === null && opts.crashAfter === null) return null
+  let received = 0
+  let written = 0
+  let fired = false
+  const check = () => {
+    if (fired) return
+    const total = received + written
+    if (opts.crashAfter !== null && total >= opts.crashAfter) {
+      fired = true
+      emit({ event: 'crash', conn: i, received, written })
+      diag('connection ' + i + ': --crash-after ' + opts.crashAfter + ' reached, exiting without closing')
+      process.exit(4)
+    }
+    if (opts.destroyAfter !== null && total >= opts.destroyAfter) {
+      fired = true
+      emit({ event: 'destroyed', conn: i, received, written })
+      conn.destroy()
+    }
+  }
+  conn.on('data', (d) => { received += d.length; check() })
+  return (n) => { written += n; check() }
 }
 
 function readAll (conn) {
@@ -349,6 +412,7 @@ function runServer (mode, pos, opts) {
       errored = err
       emit(Object.assign({ event: 'error', conn: i, remote }, errInfo(err)))
     })
+    const onWrite = instrument(conn, i, opts, () => errored)
     if (opts.timeout) {
       conn.setTimeout(opts.timeout, () => {
         diag('connection ' + i + ' idle for ' + opts.timeout + ' ms, destroying')
@@ -368,15 +432,31 @@ function runServer (mode, pos, opts) {
       let n = 0
       let ended = false
       let elapsed = null
-      conn.on('data', (d) => { n += d.length; hash.update(d); conn.write(d) })
+      let tail = null
+      conn.on('data', (d) => {
+        n += d.length
+        hash.update(d)
+        if (conn.destroyed) return // --destroy-after fired on this chunk
+        conn.write(d)
+        if (onWrite) onWrite(d.length)
+      })
       conn.once('end', () => {
         ended = true
         elapsed = Date.now() - t0
-        conn.end()
+        if (opts.tail > 0) {
+          // Keep sending after the client's half-close, then end.
+          tail = writeSeeded(conn, seedFor(opts, i), opts.tail, opts.chunk, true, onWrite)
+        } else {
+          conn.end()
+        }
       })
-      closed.then(() => {
+      closed.then(() => (tail || Promise.resolve(null))).then((t) => {
         if (elapsed === null) elapsed = Date.now() - t0
-        report({ ok: ended, bytes: n, sha256: hash.digest('hex'), elapsed_ms: elapsed, mb_per_s: rate(n, elapsed), closed_before_end: !ended })
+        const res = { ok: ended, bytes: n, sha256: hash.digest('hex'), elapsed_ms: elapsed, mb_per_s: rate(n, elapsed), closed_before_end: !ended }
+        if (opts.tail > 0) {
+          Object.assign(res, { ok: ended && t !== null && t.bytes === opts.tail, tail_seed: seedFor(opts, i), tail_bytes: t ? t.bytes : 0, tail_sha256: t ? t.sha256 : null, elapsed_ms: Date.now() - t0 })
+        }
+        report(res)
       })
     } else if (mode === 'sink') {
       const st = readAll(conn)
@@ -401,7 +481,7 @@ function runServer (mode, pos, opts) {
       const seed = seedFor(opts, i)
       let firstWriteAt = null
       conn.once('connect', () => { firstWriteAt = Date.now() })
-      writeSeeded(conn, seed, bytes, opts.chunk, true).then((w) => {
+      writeSeeded(conn, seed, bytes, opts.chunk, true, onWrite).then((w) => {
         closed.then(() => {
           const elapsed = Date.now() - t0
           report({
@@ -477,13 +557,14 @@ function runClients (mode, pos, opts) {
       errored = err
       emit(Object.assign({ event: 'error', conn: i }, errInfo(err)))
     })
+    const onWrite = instrument(conn, i, opts, () => errored)
     conn.once('connect', () => emit({ event: 'connected', conn: i, connect_ms: Date.now() - t0 }))
     const closed = new Promise((resolve) => conn.once('close', resolve))
 
     let run
     if (mode === 'echo-client') {
       const st = readAll(conn)
-      run = Promise.all([writeSeeded(conn, seed, bytes, opts.chunk, true), st.done]).then(([w, r]) => {
+      run = Promise.all([writeSeeded(conn, seed, bytes, opts.chunk, true, onWrite), st.done]).then(([w, r]) => {
         const elapsed = Date.now() - t0
         const ok = !errored && r.ended && w.bytes === bytes && r.bytes === bytes && w.sha256 === r.sha256
         return { mode, conn: i, ok, seed, sent_bytes: w.bytes, sent_sha256: w.sha256, recv_bytes: r.bytes, recv_sha256: r.sha256, elapsed_ms: elapsed, mb_per_s: rate(w.bytes, elapsed) }
@@ -491,7 +572,7 @@ function runClients (mode, pos, opts) {
     } else if (mode === 'send') {
       const st = readAll(conn)
       let sentAt = null
-      run = writeSeeded(conn, seed, bytes, opts.chunk, true).then((w) => {
+      run = writeSeeded(conn, seed, bytes, opts.chunk, true, onWrite).then((w) => {
         sentAt = Date.now()
         return st.done.then((r) => {
           const elapsed = Date.now() - t0
@@ -502,7 +583,7 @@ function runClients (mode, pos, opts) {
     } else { // recv
       const st = readAll(conn)
       let hello = Promise.resolve(null)
-      if (opts.hello > 0) hello = writeSeeded(conn, seed, opts.hello, opts.chunk, opts.halfClose)
+      if (opts.hello > 0) hello = writeSeeded(conn, seed, opts.hello, opts.chunk, opts.halfClose, onWrite)
       else if (opts.halfClose) endWhenConnected(conn)
       else diag('recv without --hello and with --no-half-close: a libutp source will never send')
       run = Promise.all([hello, st.done]).then(([h, r]) => {

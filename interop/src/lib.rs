@@ -11,6 +11,7 @@
 
 pub mod bittorrent;
 pub mod relay;
+pub mod scenarios;
 pub mod tshark;
 
 use std::path::{Path, PathBuf};
