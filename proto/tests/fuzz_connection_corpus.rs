@@ -422,11 +422,9 @@ fn trace() {
 }
 
 // ---------------------------------------------------------------------------
-// Engine bugs found by the fuzzer and the property tests, as plain reproducers
-// on the public API. They fail until the engine is fixed; run them with
-// `--ignored`. Once one passes, drop its `#[ignore]` and turn off its
-// workaround in `connection_check.rs` (the corpus holds inputs that reach
-// them: `crash_*`, `reset_after_fin`).
+// Engine bugs found by the fuzzer and the property tests, kept as plain
+// regression tests on the public API once fixed (the corpus also holds inputs
+// that reached them: `crash_*`, `reset_after_fin`).
 // ---------------------------------------------------------------------------
 
 mod known_bugs {
