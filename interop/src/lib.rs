@@ -145,6 +145,43 @@ impl PeerProcess {
     }
 }
 
+/// A uTP socket on 127.0.0.1 (any port) with `config`; panics when binding
+/// fails (a test helper).
+pub async fn loopback_socket(config: libp2p_utp::Config) -> libp2p_utp::UtpSocket {
+    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
+    libp2p_utp::UtpSocket::bind_with_config(addr, config).await.expect("bind a loopback socket")
+}
+
+/// Sends `len` seeded bytes (seed 7) on `stream`, half-closes, reads what
+/// comes back until the end within `limit` and asserts it is the same bytes.
+/// `context` describes the setup in the panic message of a timeout.
+pub async fn assert_echo(
+    stream: libp2p_utp::UtpStream,
+    len: usize,
+    limit: Duration,
+    context: impl FnOnce() -> String,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let data = seeded_bytes(7, len);
+    let (mut rd, mut wr) = stream.into_split();
+    let sender = {
+        let data = data.clone();
+        tokio::spawn(async move {
+            wr.write_all(&data).await.unwrap();
+            wr.shutdown().await.unwrap();
+            wr
+        })
+    };
+    let mut back = Vec::with_capacity(len);
+    tokio::time::timeout(limit, rd.read_to_end(&mut back))
+        .await
+        .unwrap_or_else(|_| panic!("echo in time; {}", context()))
+        .unwrap();
+    sender.await.unwrap();
+    assert_eq!(back.len(), len);
+    assert_eq!(sha256_hex(&back), sha256_hex(&data));
+}
+
 /// Lowercase hex sha256 of `data`.
 #[must_use]
 pub fn sha256_hex(data: &[u8]) -> String {

@@ -8,16 +8,14 @@ use std::time::{Duration, Instant};
 
 use libp2p_utp::{Config, UtpSocket};
 use utp_interop::bittorrent::{self, Metainfo, Options, ScratchDir};
-use utp_interop::{require, seeded_bytes, sha256_hex, Peer, PeerProcess};
+use utp_interop::{loopback_socket, require, seeded_bytes, sha256_hex, Peer, PeerProcess};
 
 const MIB: usize = 1 << 20;
 const LIMIT: Duration = Duration::from_secs(100);
 const BUFSIZE: &str = "4194304";
 
 async fn socket() -> UtpSocket {
-    UtpSocket::bind_with_config("127.0.0.1:0".parse::<SocketAddr>().unwrap(), Config::default())
-        .await
-        .expect("bind")
+    loopback_socket(Config::default()).await
 }
 
 fn opts() -> Options {

@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use libp2p_utp::{Config, UtpSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use utp_interop::{require, seeded_bytes, sha256_hex, Peer, PeerProcess};
+use utp_interop::{
+    assert_echo, loopback_socket, require, seeded_bytes, sha256_hex, Peer, PeerProcess,
+};
 
 const MIB: usize = 1 << 20;
 const LIMIT: Duration = Duration::from_secs(120);
 
 async fn socket() -> UtpSocket {
-    UtpSocket::bind_with_config("127.0.0.1:0".parse::<SocketAddr>().unwrap(), Config::default())
-        .await
-        .expect("bind")
+    loopback_socket(Config::default()).await
 }
 
 /// Our client, libutp's echo server: what comes back is what we sent.
@@ -26,21 +26,7 @@ async fn echo_through_libutp(len: usize, bufsize: &str) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let sock = socket().await;
     let stream = tokio::time::timeout(LIMIT, sock.connect(addr)).await.unwrap().unwrap();
-    let data = seeded_bytes(7, len);
-    let (mut rd, mut wr) = stream.into_split();
-    let sender = {
-        let data = data.clone();
-        tokio::spawn(async move {
-            wr.write_all(&data).await.unwrap();
-            wr.shutdown().await.unwrap();
-            wr
-        })
-    };
-    let mut back = Vec::with_capacity(len);
-    tokio::time::timeout(LIMIT, rd.read_to_end(&mut back)).await.expect("echo in time").unwrap();
-    sender.await.unwrap();
-    assert_eq!(back.len(), len);
-    assert_eq!(sha256_hex(&back), sha256_hex(&data));
+    assert_echo(stream, len, LIMIT, || format!("libutp echo server on {addr}")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

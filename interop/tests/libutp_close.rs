@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use libp2p_utp::{Config, UtpSocket, UtpStream};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use utp_interop::{require, seeded_bytes, sha256_hex, Peer, PeerProcess};
+use utp_interop::{loopback_socket, require, seeded_bytes, sha256_hex, Peer, PeerProcess};
 
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
@@ -37,9 +37,7 @@ const STEP: Duration = Duration::from_secs(10);
 async fn socket_with_idle(idle: Duration) -> UtpSocket {
     let mut config = Config::default();
     config.transport_mut().idle_timeout = idle;
-    UtpSocket::bind_with_config("127.0.0.1:0".parse::<SocketAddr>().unwrap(), config)
-        .await
-        .expect("bind")
+    loopback_socket(config).await
 }
 
 async fn socket() -> UtpSocket {

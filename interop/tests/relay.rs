@@ -15,7 +15,9 @@ use libp2p_utp::{Config, UtpSocket};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use utp_interop::relay::{Action, Direction, Filter, Impairment, Relay, RelayConfig};
-use utp_interop::{require, seeded_bytes, sha256_hex, Peer, PeerProcess};
+use utp_interop::{
+    assert_echo, loopback_socket, require, seeded_bytes, sha256_hex, Peer, PeerProcess,
+};
 use utp_proto::wire::{PacketType, Repr};
 
 const KIB: usize = 1 << 10;
@@ -25,23 +27,18 @@ const LIMIT: Duration = Duration::from_secs(100);
 // ------------------------------------------------------------ helpers
 
 async fn utp_socket() -> UtpSocket {
-    UtpSocket::bind_with_config("127.0.0.1:0".parse::<SocketAddr>().unwrap(), Config::default())
-        .await
-        .expect("bind")
+    loopback_socket(Config::default()).await
 }
 
-/// A socket for the lossy transfers: `close_timeout` raised to 60 s, because
-/// the engine's FIN close timer is not pushed back on progress (see
-/// `fin_close_timer_must_not_kill_a_progressing_connection` at the end): at
-/// 10 % loss on a loaded machine, recovering the last packets after our FIN
-/// can take longer than the default 10 s, and the connection would then be
-/// dropped mid-stream.
+/// A socket for the lossy transfers: `close_timeout` raised to 60 s. The
+/// close timer counts from the last progress (see
+/// `fin_close_timer_must_not_kill_a_progressing_connection` at the end), but
+/// at 10 % loss on a loaded machine a retransmission backoff alone can leave
+/// more than the default 10 s without progress after our FIN.
 async fn lossy_utp_socket() -> UtpSocket {
     let mut config = Config::default();
     config.transport_mut().close_timeout = Duration::from_secs(60);
-    UtpSocket::bind_with_config("127.0.0.1:0".parse::<SocketAddr>().unwrap(), config)
-        .await
-        .expect("bind")
+    loopback_socket(config).await
 }
 
 /// A plain UDP socket with big buffers, so that the kernel drops nothing in
@@ -372,24 +369,7 @@ async fn libutp_server(args: &[&str]) -> (PeerProcess, SocketAddr) {
 /// Sends `len` seeded bytes on `stream`, half-closes, reads the echo to its
 /// end and compares.
 async fn echo_over(stream: libp2p_utp::UtpStream, len: usize, relay: &Relay) {
-    let data = seeded_bytes(7, len);
-    let (mut rd, mut wr) = stream.into_split();
-    let sender = {
-        let data = data.clone();
-        tokio::spawn(async move {
-            wr.write_all(&data).await.unwrap();
-            wr.shutdown().await.unwrap();
-            wr
-        })
-    };
-    let mut back = Vec::with_capacity(len);
-    tokio::time::timeout(LIMIT, rd.read_to_end(&mut back))
-        .await
-        .unwrap_or_else(|_| panic!("echo in time; relay:\n{}", relay.stats()))
-        .unwrap();
-    sender.await.unwrap();
-    assert_eq!(back.len(), len);
-    assert_eq!(sha256_hex(&back), sha256_hex(&data));
+    assert_echo(stream, len, LIMIT, || format!("relay:\n{}", relay.stats())).await;
 }
 
 /// Our client -> relay -> libutp's echo server.
