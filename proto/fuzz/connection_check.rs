@@ -180,8 +180,8 @@ mod connection_check {
         fn transport(&self, extensions: ExtFlags) -> TransportConfig {
             let packet_size = PACKET_SIZES[usize::from(self.sizes >> 6)];
             TransportConfig {
-                max_packet_size_v4: packet_size,
-                max_packet_size_v6: packet_size.min(1232),
+                initial_packet_size_v4: packet_size,
+                initial_packet_size_v6: packet_size.min(1232),
                 send_buffer_size: self.send_buffer(),
                 receive_buffer_size: self.recv_buffer(),
                 keepalive_interval: (self.flags & Self::KEEPALIVE != 0)

@@ -10,10 +10,27 @@ use crate::congestion::{ControllerFactory, LedbatConfig};
 /// unless a dial overrides them.
 #[derive(Debug, Clone)]
 pub struct TransportConfig {
-    /// Largest UDP payload to send to IPv4 peers (libutp's safe default).
-    pub max_packet_size_v4: usize,
-    /// Largest UDP payload to send to IPv6 peers.
-    pub max_packet_size_v6: usize,
+    /// UDP payload of a packet to an IPv4 peer before path MTU discovery
+    /// finds more (libutp's default, which fits a 1500-byte link behind
+    /// PPPoE and a VPN).
+    pub initial_packet_size_v4: usize,
+    /// UDP payload of a packet to an IPv6 peer before path MTU discovery
+    /// finds more (fits IPv6's 1280-byte minimum MTU).
+    pub initial_packet_size_v6: usize,
+    /// Probe the path for larger packets (see the `connection::mtu` module
+    /// docs). Off: every packet has the initial size.
+    pub mtu_probing: bool,
+    /// Packets of this size are assumed to pass any path: the search never
+    /// goes below it.
+    pub min_packet_size: usize,
+    /// Largest UDP payload probing may reach with a peer that negotiated
+    /// `ExtFlags::LARGE_PACKETS`. Other peers are probed up to 1472 bytes
+    /// over IPv4 (libtorrent cuts longer datagrams) and not at all over
+    /// IPv6.
+    pub max_packet_size: usize,
+    /// How long a discovered path MTU is trusted (per connection and in the
+    /// endpoint's per-destination memory) before it is probed again.
+    pub mtu_probe_interval: Duration,
     /// Bytes the application may have written but not yet had acknowledged.
     pub send_buffer_size: usize,
     /// Bytes of received data buffered for the application (in order and out
@@ -53,6 +70,9 @@ pub struct TransportConfig {
     /// initiator has confirmed the handshake.
     pub pre_confirm_limit: usize,
     /// Offer and accept this project's extensions (see `wire::ExtFlags`).
+    /// The default offers `LARGE_PACKETS` only (it lets path MTU probing go
+    /// past 1500 bytes between peers of this library); metadata records and
+    /// SYN data are opt-in.
     pub extensions: crate::wire::ExtFlags,
     /// Largest payload carried on a SYN (when SYN data is negotiated).
     pub max_syn_data: usize,
@@ -63,8 +83,12 @@ pub struct TransportConfig {
 impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
-            max_packet_size_v4: 1402,
-            max_packet_size_v6: 1232,
+            initial_packet_size_v4: 1402,
+            initial_packet_size_v6: 1232,
+            mtu_probing: true,
+            min_packet_size: 1232,
+            max_packet_size: 65_507,
+            mtu_probe_interval: Duration::from_secs(600),
             send_buffer_size: 4 << 20,
             receive_buffer_size: 4 << 20,
             min_rto: Duration::from_millis(250),
@@ -79,7 +103,7 @@ impl Default for TransportConfig {
             nagle: true,
             close_timeout: Duration::from_secs(10),
             pre_confirm_limit: 64 * 1024,
-            extensions: crate::wire::ExtFlags::NONE,
+            extensions: crate::wire::ExtFlags::LARGE_PACKETS,
             max_syn_data: 1024,
             congestion: Arc::new(LedbatConfig::default()),
         }

@@ -2,7 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +30,10 @@ pub struct Transmit {
     /// may be shorter) for segmentation offload. This version always
     /// produces one datagram per transmit.
     pub segment_size: Option<usize>,
+    /// A path MTU probe: send it with don't-fragment set, and report
+    /// EMSGSIZE through [`Endpoint::handle_packet_too_big`]. Every other
+    /// datagram may be fragmented (as libutp and libtorrent send them).
+    pub dont_fragment: bool,
 }
 
 /// What became of an incoming datagram.
@@ -120,6 +124,9 @@ struct Slot {
 /// Most RESETs queued for sending.
 const MAX_QUEUED_RESETS: usize = 64;
 
+/// Most destinations whose path MTU is remembered.
+const MAX_PATH_MTUS: usize = 4096;
+
 /// The uTP endpoint: every connection over one UDP socket.
 ///
 /// # Contract
@@ -167,6 +174,8 @@ pub struct Endpoint {
     reset_tokens: f64,
     reset_refill: Instant,
     dropped: u64,
+    /// Path MTUs found, per destination address, and until when they hold.
+    path_mtus: HashMap<IpAddr, (usize, Instant)>,
 }
 
 impl Endpoint {
@@ -195,6 +204,7 @@ impl Endpoint {
             reset_tokens,
             reset_refill: now,
             dropped: 0,
+            path_mtus: HashMap::new(),
         }
     }
 
@@ -316,6 +326,10 @@ impl Endpoint {
     }
 
     fn insert(&mut self, conn: Connection) -> ConnectionHandle {
+        let mut conn = conn;
+        if let Some(&(size, until)) = self.path_mtus.get(&conn.remote().ip()) {
+            conn.set_known_path_mtu(size, until);
+        }
         let key = (conn.remote(), conn.recv_id());
         let slot =
             Slot { conn, released: false, queued_send: false, queued_event: false, timeout: None };
@@ -518,7 +532,12 @@ impl Endpoint {
             repr.timestamp =
                 Timestamp(now.saturating_duration_since(self.epoch).as_micros() as u32);
             if let Ok(size) = repr.emit(buf) {
-                return Some(Transmit { destination: remote, size, segment_size: None });
+                return Some(Transmit {
+                    destination: remote,
+                    size,
+                    segment_size: None,
+                    dont_fragment: false,
+                });
             }
         }
         while let Some(&index) = self.send_queue.front() {
@@ -529,13 +548,21 @@ impl Endpoint {
             if buf.len() < HEADER_LEN {
                 return None;
             }
-            match slot.conn.poll_transmit(now, buf) {
+            let sent = slot.conn.poll_transmit(now, buf);
+            if let Some(size) = slot.conn.take_path_mtu() {
+                let ip = slot.conn.remote().ip();
+                let until = now + self.config.transport.mtu_probe_interval;
+                self.remember_path_mtu(now, ip, size, until);
+            }
+            let Some(Some(slot)) = self.slots.get_mut(index) else { continue };
+            match sent {
                 Some(size) => {
                     let destination = slot.conn.remote();
+                    let dont_fragment = slot.conn.dont_fragment();
                     // Round robin: the next packet comes from the next connection.
                     self.send_queue.rotate_left(1);
                     self.mark_events(index);
-                    return Some(Transmit { destination, size, segment_size: None });
+                    return Some(Transmit { destination, size, segment_size: None, dont_fragment });
                 }
                 None => {
                     slot.queued_send = false;
@@ -545,6 +572,44 @@ impl Endpoint {
             }
         }
         None
+    }
+
+    fn remember_path_mtu(&mut self, now: Instant, ip: IpAddr, size: usize, until: Instant) {
+        if self.path_mtus.len() >= MAX_PATH_MTUS && !self.path_mtus.contains_key(&ip) {
+            self.path_mtus.retain(|_, &mut (_, t)| t > now);
+            if self.path_mtus.len() >= MAX_PATH_MTUS {
+                return;
+            }
+        }
+        trace!(%ip, size, "path MTU found");
+        self.path_mtus.insert(ip, (size, until));
+    }
+
+    /// The path MTU this endpoint remembers for `ip` (UDP payload bytes), if
+    /// a connection to it found one that still holds at `now`.
+    #[must_use]
+    pub fn path_mtu(&self, now: Instant, ip: IpAddr) -> Option<usize> {
+        self.path_mtus.get(&ip).filter(|&&(_, until)| until > now).map(|&(size, _)| size)
+    }
+
+    /// The sending stack refused a datagram of `size` bytes to
+    /// `destination` that was sent with don't-fragment (`EMSGSIZE`: larger
+    /// than the interface's MTU, or than a path MTU the stack learned from
+    /// ICMP). The probe that it was counts as failed and its packet goes
+    /// again.
+    pub fn handle_packet_too_big(&mut self, now: Instant, destination: SocketAddr, size: usize) {
+        let mut touched = Vec::new();
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if let Some(slot) = slot {
+                if slot.conn.remote() == destination {
+                    slot.conn.on_packet_too_big(now, size);
+                    touched.push(index);
+                }
+            }
+        }
+        for index in touched {
+            self.touch(index);
+        }
     }
 
     fn mark_events(&mut self, index: usize) {

@@ -63,7 +63,7 @@ fn params() -> impl Strategy<Value = Params> {
 
 fn config(p: &Params, seed: u64) -> EndpointConfig {
     let transport = TransportConfig {
-        max_packet_size_v4: p.packet_size,
+        initial_packet_size_v4: p.packet_size,
         send_buffer_size: p.send_buffer,
         receive_buffer_size: p.recv_buffer,
         nagle: p.nagle,

@@ -89,7 +89,10 @@ fn extension(packet_type: PacketType) -> BoxedStrategy<OwnedExt> {
         data(16).prop_map(OwnedExt::Sack).boxed(),
         any::<u16>().prop_map(OwnedExt::CloseReason).boxed(),
         // Types without a meaning, any data (4 and 255 included).
-        (4u8..=255, data(40)).prop_map(|(k, d)| OwnedExt::Unknown(k, d)).boxed(),
+        // Not the padding type, which parsers skip.
+        (4u8..=255, data(40))
+            .prop_map(|(k, d)| OwnedExt::Unknown(if k == 0x50 { 0x51 } else { k }, d))
+            .boxed(),
         // Type 3 in a shape other than a close reason.
         data(8)
             .prop_filter("not a close reason", |d| !(d.len() == 4 && d[..2] == [0, 0]))

@@ -555,3 +555,35 @@ fn errors_have_messages() {
     let text = Packet::new_unchecked(&b[..]).to_string();
     assert!(text.contains("version 2"), "{text}");
 }
+
+/// Padding (path MTU probes): any growth of 2 bytes or more keeps the
+/// header, the other extensions and the payload; the parser skips the
+/// padding records however many there are; 0 or 1 byte of growth fails.
+#[test]
+fn padding_round_trips() {
+    use utp_proto::wire::{pad, Extension, Extensions, PacketType, Repr, SeqNr};
+    let sack = [0b1010_0101u8, 0, 0, 1];
+    let mut repr = Repr::new(PacketType::Data, 9, SeqNr(100), SeqNr(7));
+    let mut exts = Extensions::new();
+    exts.push(Extension::SelectiveAck(&sack)).unwrap();
+    repr.extensions = exts;
+    let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    repr.payload = &payload;
+    let mut buf = vec![0u8; 70_000];
+    let len = repr.emit(&mut buf).unwrap();
+    for extra in (2..700).chain([1400, 8000, 64_000]) {
+        let n = repr.emit(&mut buf).unwrap();
+        assert_eq!(pad(&mut buf, n, len + extra).unwrap(), len + extra);
+        let parsed = Repr::parse_bytes(&buf[..len + extra]).unwrap();
+        assert_eq!(parsed, repr, "grown by {extra}");
+    }
+    for extra in [0, 1] {
+        let n = repr.emit(&mut buf).unwrap();
+        assert!(pad(&mut buf, n, len + extra).is_err());
+    }
+    // No extension before the padding: the header's byte 1 starts the chain.
+    let plain = Repr::new(PacketType::Data, 9, SeqNr(100), SeqNr(7));
+    let n = plain.emit(&mut buf).unwrap();
+    pad(&mut buf, n, 1500).unwrap();
+    assert_eq!(Repr::parse_bytes(&buf[..1500]).unwrap(), plain);
+}

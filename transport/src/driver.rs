@@ -65,7 +65,12 @@ struct Driver {
 impl Driver {
     fn new(shared: Arc<Shared>) -> Self {
         let transport = shared.config.transport();
-        let slot = transport.max_packet_size_v4.max(transport.max_packet_size_v6).max(1500);
+        // Room for the largest packet path MTU discovery may reach.
+        let mut slot = transport.initial_packet_size_v4.max(transport.initial_packet_size_v6);
+        if transport.mtu_probing {
+            slot = slot.max(transport.max_packet_size);
+        }
+        let slot = slot.clamp(1500, 65_535);
         let io = Io::new(&shared.socket, shared.config.batched_io);
         let rx = RecvBatch::new(&io);
         Driver { shared, io, rx, tx: SendBatch::new(slot), wakers: Vec::new() }
@@ -85,13 +90,18 @@ impl Driver {
                 let mut guard = shared.inner.lock();
                 let inner = &mut *guard;
                 self.handle_datagrams(inner, now);
+                for (to, size) in self.tx.take_too_big() {
+                    inner.endpoint.handle_packet_too_big(now, to, size);
+                }
                 if inner.endpoint.poll_timeout().is_some_and(|t| t <= now) {
                     inner.endpoint.handle_timeout(now);
                 }
                 if self.tx.is_empty() {
                     let endpoint = &mut inner.endpoint;
                     tx_more = self.tx.fill(|buf| {
-                        endpoint.poll_transmit(now, buf).map(|t| (t.destination, t.size))
+                        endpoint
+                            .poll_transmit(now, buf)
+                            .map(|t| (t.destination, t.size, t.dont_fragment))
                     });
                 }
                 while let Some((handle, event)) = inner.endpoint.poll_event() {

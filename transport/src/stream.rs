@@ -129,7 +129,7 @@ impl StreamShared {
     /// the peer (a window update) if it was closing.
     fn after_read(&self, window_before: usize) {
         let threshold =
-            (self.config.receive_buffer_size / 2).max(4 * self.config.max_packet_size_v4);
+            (self.config.receive_buffer_size / 2).max(4 * self.config.initial_packet_size_v4);
         if window_before < threshold {
             self.shared.wake_driver();
         }

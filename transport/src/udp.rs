@@ -55,6 +55,53 @@ pub(crate) fn configure(socket: &StdUdpSocket, config: &Config) -> io::Result<()
     Ok(())
 }
 
+/// Don't-fragment, per send (Linux): datagrams go without it, so that a path
+/// smaller than the packets fragments them rather than drops them (as
+/// libutp's and libtorrent's packets travel); path MTU probes go with it
+/// (`IP_PMTUDISC_DO`: the kernel also refuses with EMSGSIZE a probe larger
+/// than a path MTU it learned from ICMP). Elsewhere the system's default
+/// applies to everything.
+pub(crate) fn set_dont_fragment(socket: &UdpSocket, on: bool) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = socket.as_raw_fd();
+        let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| -> io::Result<()> {
+            // SAFETY: `fd` is an open socket for the duration of the call and
+            // the option value is a c_int that outlives it.
+            let rc = unsafe {
+                libc::setsockopt(
+                    fd,
+                    level,
+                    name,
+                    std::ptr::from_ref(&value).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        };
+        let v6 = socket.local_addr()?.is_ipv6();
+        let v4_value = if on { libc::IP_PMTUDISC_DO } else { libc::IP_PMTUDISC_DONT };
+        let v4 = set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, v4_value);
+        if v6 {
+            let value = if on { libc::IPV6_PMTUDISC_DO } else { libc::IPV6_PMTUDISC_DONT };
+            set(libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, value)?;
+            // A v6-only socket has no IPv4 option: that is fine.
+            return Ok(());
+        }
+        v4
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (socket, on);
+        Ok(())
+    }
+}
+
 /// How datagrams move between the socket and the driver.
 pub(crate) enum Io {
     /// `quinn-udp`: `recvmmsg` with GRO, `sendmsg` with GSO where the
@@ -80,6 +127,15 @@ impl fmt::Debug for Io {
 impl Io {
     /// Batched I/O if `batched` and the socket supports it.
     pub(crate) fn new(socket: &UdpSocket, batched: bool) -> Io {
+        let io = Self::create(socket, batched);
+        // After quinn-udp, which sets don't-fragment on everything.
+        if let Err(e) = set_dont_fragment(socket, false) {
+            debug!(error = %e, "could not clear don't-fragment");
+        }
+        io
+    }
+
+    fn create(socket: &UdpSocket, batched: bool) -> Io {
         if !batched {
             return Io::Plain;
         }
@@ -213,21 +269,32 @@ const MAX_GSO_BYTES: usize = 65_000;
 pub(crate) struct SendBatch {
     buf: Box<[u8]>,
     slot: usize,
-    /// (destination, start, length) of each datagram.
-    datagrams: Vec<(SocketAddr, usize, usize)>,
+    /// (destination, start, length, don't-fragment) of each datagram.
+    datagrams: Vec<(SocketAddr, usize, usize, bool)>,
     /// Datagrams already sent.
     sent: usize,
+    /// Probes the kernel refused with EMSGSIZE: (destination, size), for
+    /// the engine.
+    too_big: Vec<(SocketAddr, usize)>,
 }
 
 impl SendBatch {
-    /// A batch for datagrams of at most `slot` bytes.
+    /// A batch for datagrams of at most `slot` bytes: `BATCH` datagrams of
+    /// up to 2 KiB, or at least 8 of the largest size.
     pub(crate) fn new(slot: usize) -> Self {
+        let len = (BATCH * slot.min(2048)).max(8 * slot);
         SendBatch {
-            buf: vec![0u8; BATCH * slot].into_boxed_slice(),
+            buf: vec![0u8; len].into_boxed_slice(),
             slot,
             datagrams: Vec::with_capacity(BATCH),
             sent: 0,
+            too_big: Vec::new(),
         }
+    }
+
+    /// Takes the probes refused with EMSGSIZE since the last call.
+    pub(crate) fn take_too_big(&mut self) -> Vec<(SocketAddr, usize)> {
+        std::mem::take(&mut self.too_big)
     }
 
     /// Nothing left to send.
@@ -240,16 +307,16 @@ impl SendBatch {
     /// the batch filled up (more may be waiting).
     pub(crate) fn fill(
         &mut self,
-        mut poll: impl FnMut(&mut [u8]) -> Option<(SocketAddr, usize)>,
+        mut poll: impl FnMut(&mut [u8]) -> Option<(SocketAddr, usize, bool)>,
     ) -> bool {
         debug_assert!(self.is_empty());
         self.datagrams.clear();
         self.sent = 0;
         let mut used = 0;
-        while self.datagrams.len() < BATCH {
+        while self.datagrams.len() < BATCH && used + self.slot <= self.buf.len() {
             match poll(&mut self.buf[used..used + self.slot]) {
-                Some((to, len)) => {
-                    self.datagrams.push((to, used, len));
+                Some((to, len, dont_fragment)) => {
+                    self.datagrams.push((to, used, len, dont_fragment));
                     used += len;
                 }
                 None => return false,
@@ -263,14 +330,15 @@ impl SendBatch {
     pub(crate) fn send(&mut self, socket: &UdpSocket, io: &Io) -> bool {
         let max_segments = io.max_segments();
         while self.sent < self.datagrams.len() {
-            let (to, start, size) = self.datagrams[self.sent];
+            let (to, start, size, dont_fragment) = self.datagrams[self.sent];
             // A run of datagrams to the same peer, all of `size` bytes but
-            // the last, which may be shorter.
+            // the last, which may be shorter. A probe goes alone.
             let mut end = self.sent + 1;
             let mut bytes = size;
-            while end < self.datagrams.len() && end - self.sent < max_segments {
-                let (next_to, _, next_size) = self.datagrams[end];
-                if next_to != to || next_size > size || bytes + next_size > MAX_GSO_BYTES {
+            while !dont_fragment && end < self.datagrams.len() && end - self.sent < max_segments {
+                let (next_to, _, next_size, next_df) = self.datagrams[end];
+                if next_df || next_to != to || next_size > size || bytes + next_size > MAX_GSO_BYTES
+                {
                     break;
                 }
                 end += 1;
@@ -280,6 +348,11 @@ impl SendBatch {
                 }
             }
             let contents = &self.buf[start..start + bytes];
+            if dont_fragment {
+                if let Err(e) = set_dont_fragment(socket, true) {
+                    debug!(error = %e, "could not set don't-fragment");
+                }
+            }
             let result = match io {
                 Io::Batched(state) => {
                     let transmit = quinn_udp::Transmit {
@@ -293,8 +366,18 @@ impl SendBatch {
                 }
                 Io::Plain => socket.try_send_to(contents, to).map(|_| ()),
             };
+            if dont_fragment {
+                if let Err(e) = set_dont_fragment(socket, false) {
+                    debug!(error = %e, "could not clear don't-fragment");
+                }
+            }
             match result {
                 Ok(()) => self.sent = end,
+                Err(e) if dont_fragment && is_emsgsize(&e) => {
+                    debug!(%to, size, "path MTU probe larger than the route allows");
+                    self.too_big.push((to, size));
+                    self.sent = end;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -307,5 +390,18 @@ impl SendBatch {
             }
         }
         true
+    }
+}
+
+/// The send failed because the datagram is larger than the route's MTU.
+fn is_emsgsize(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        e.raw_os_error() == Some(libc::EMSGSIZE)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
     }
 }

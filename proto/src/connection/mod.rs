@@ -1,5 +1,6 @@
 //! One uTP connection as a pure state machine.
 
+mod mtu;
 mod pacer;
 mod recv_buffer;
 mod rtt;
@@ -22,6 +23,7 @@ use crate::wire::{
     ExtFlags, Extension, Extensions, Negotiation, PacketType, Repr, SackIter, SeqNr, Timestamp,
     HEADER_LEN,
 };
+use mtu::{PathMtu, ProbeForm, LEGACY_CEILING_V4};
 use pacer::Pacer;
 use recv_buffer::{Arrival, RecvBuffer, MAX_SACK_BYTES};
 use rtt::RttEstimator;
@@ -208,6 +210,9 @@ pub struct Connection {
     /// giving up: a peer that answers with a zero window is alive).
     timeouts_unanswered: u32,
     peer_wnd: usize,
+    /// The largest window the peer has advertised: no packet carries more
+    /// (a peer with a small receive buffer drops what can never fit).
+    max_peer_wnd: usize,
     dup_acks: u32,
     /// Losses of packets before this number belong to a loss event already
     /// reported to the controller.
@@ -215,7 +220,15 @@ pub struct Connection {
     /// Packets before this one were fast-retransmitted already: selective
     /// ACKs do not declare them lost again (only a timeout does).
     fast_resend_from: SeqNr,
-    packet_size: usize,
+    /// Path MTU discovery: the size of new packets and the probes.
+    mtu: PathMtu,
+    /// A path MTU remembered by the endpoint for this destination.
+    known_mtu: Option<(usize, Instant)>,
+    /// The datagram just emitted is a path MTU probe: send it with
+    /// don't-fragment set.
+    dont_fragment: bool,
+    /// The tail loss probe of this episode went out (reset by progress).
+    tail_probed: bool,
     /// A zero-window probe may go out regardless of the peer's window.
     probe_allowed: bool,
     write_blocked: bool,
@@ -319,6 +332,7 @@ impl Connection {
         conn.syn_ack_pending = true;
         conn.recv.set_ack_nr(syn.seq_nr);
         conn.peer_wnd = syn.wnd_size as usize;
+        conn.max_peer_wnd = conn.peer_wnd;
         conn.offered = syn.extensions.negotiation().map_or(ExtFlags::NONE, |n| n.flags);
         conn.negotiated = conn.offered.intersection(conn.config.extensions);
         if conn.negotiated.contains(ExtFlags::SYN_DATA) && !syn.payload.is_empty() {
@@ -346,9 +360,13 @@ impl Connection {
         recv_id: u16,
         first_seq: SeqNr,
     ) -> Self {
-        let packet_size =
-            if remote.is_ipv4() { config.max_packet_size_v4 } else { config.max_packet_size_v6 };
+        let packet_size = if remote.is_ipv4() {
+            config.initial_packet_size_v4
+        } else {
+            config.initial_packet_size_v6
+        };
         let packet_size = packet_size.max(HEADER_LEN + 64);
+        let mtu = PathMtu::new(packet_size, config.min_packet_size, remote.is_ipv6());
         let cc = config.congestion.build(now, packet_size - HEADER_LEN);
         let mut timers = TimerTable::default();
         timers.set(Timer::Idle, now + config.idle_timeout);
@@ -369,10 +387,14 @@ impl Connection {
             timeouts_in_row: 0,
             timeouts_unanswered: 0,
             peer_wnd: 0,
+            max_peer_wnd: 0,
             dup_acks: 0,
             recovery_end: None,
             fast_resend_from: first_seq,
-            packet_size,
+            mtu,
+            known_mtu: None,
+            dont_fragment: false,
+            tail_probed: false,
             probe_allowed: false,
             write_blocked: false,
             recv: RecvBuffer::new(SeqNr(0), config.receive_buffer_size),
@@ -464,7 +486,7 @@ impl Connection {
         s.bytes_in_flight = self.sent.bytes_in_flight();
         s.peer_window = self.peer_wnd;
         s.recv_window = self.recv.window();
-        s.packet_size = self.packet_size;
+        s.packet_size = self.packet_size();
         s
     }
 
@@ -571,7 +593,8 @@ impl Connection {
     /// (nearly) closed.
     fn maybe_window_update(&mut self) {
         let wnd = self.recv.window();
-        if self.advertised_wnd < self.packet_size && wnd >= self.packet_size {
+        let size = self.packet_size();
+        if self.advertised_wnd < size && wnd >= size {
             self.ack_pending = true;
         }
     }
@@ -629,6 +652,7 @@ impl Connection {
         while let Some(timer) = self.timers.take_expired(now) {
             match timer {
                 Timer::Retransmit => self.on_retransmit_timeout(now),
+                Timer::TailProbe => self.on_tail_probe(now),
                 Timer::Connect => {
                     if matches!(self.state, State::SynSent | State::SynRecv) {
                         debug!(remote = %self.remote, "handshake timed out");
@@ -688,11 +712,47 @@ impl Connection {
             return;
         }
         trace!(remote = %self.remote, n = self.timeouts_in_row, "retransmission timeout");
+        self.stats.mtu_probes_lost += u64::from(self.mtu.on_timeout(now));
         self.sent.mark_all_lost();
         self.fast_resend_from = self.sent.first_seq();
         self.cc.on_timeout(now);
         self.recovery_end = Some(self.sent.next_seq());
         self.dup_acks = 0;
+    }
+
+    /// A round trip and a half without an acknowledgement while packets are in
+    /// flight: the newest one goes again (without touching the window), so
+    /// that a lost tail is reported by a selective ACK rather than found by
+    /// the retransmission timeout (RFC 8985's probe timeout, once per
+    /// episode).
+    fn on_tail_probe(&mut self, now: Instant) {
+        if self.state != State::Established || self.tail_probed {
+            return;
+        }
+        let Some(seq) = self.sent.last_in_flight() else { return };
+        trace!(remote = %self.remote, seq = %seq, "tail loss probe");
+        self.tail_probed = true;
+        self.stats.tail_probes += 1;
+        self.sent.mark_lost(seq);
+        let _ = now;
+    }
+
+    /// Arms the tail loss probe 1.5 round trips (and a little) from `now`,
+    /// when that comes before the retransmission timeout.
+    fn arm_tail_probe(&mut self, now: Instant) {
+        if self.tail_probed || self.sent.bytes_in_flight() == 0 {
+            self.timers.stop(Timer::TailProbe);
+            return;
+        }
+        let Some(srtt) = self.rtt.smoothed() else { return };
+        // Our peers acknowledge at once (no delayed-ACK timer), so one and
+        // a half round trips is already late.
+        let pto = srtt * 3 / 2 + Duration::from_millis(2);
+        if pto < self.rto() {
+            self.timers.set(Timer::TailProbe, now + pto);
+        } else {
+            self.timers.stop(Timer::TailProbe);
+        }
     }
 
     fn close(&mut self, error: Option<ConnectionError>) {
@@ -772,6 +832,7 @@ impl Connection {
         // delayed duplicate): trusting it lets the sender overrun the peer.
         if !pkt.ack_nr.is_before(self.sent.first_seq() - 1) {
             self.peer_wnd = pkt.wnd_size as usize;
+            self.max_peer_wnd = self.max_peer_wnd.max(self.peer_wnd);
         }
         if self.peer_wnd > 0 {
             self.timers.stop(Timer::Persist);
@@ -782,6 +843,7 @@ impl Connection {
             self.state = State::Established;
             self.timers.stop(Timer::Connect);
             self.syn_ack_pending = false;
+            self.start_mtu(now);
         }
 
         self.process_ack(now, pkt);
@@ -859,8 +921,10 @@ impl Connection {
         self.timers.stop(Timer::Connect);
         self.recv.set_ack_nr(pkt.seq_nr - 1);
         self.peer_wnd = pkt.wnd_size as usize;
+        self.max_peer_wnd = self.max_peer_wnd.max(self.peer_wnd);
         self.on_timestamp(now, pkt.timestamp);
         self.state = State::Established;
+        self.start_mtu(now);
         self.ack_pending = true;
         self.set_event(Event::Connected);
         self.set_event(Event::Writable);
@@ -899,7 +963,9 @@ impl Connection {
         let progressed = !self.sent.is_empty() && pkt.ack_nr.in_range(first, self.sent.next_seq());
 
         if progressed {
-            self.sent.ack_cumulative(pkt.ack_nr, |_, p| {
+            let mtu = &mut self.mtu;
+            self.sent.ack_cumulative(pkt.ack_nr, |seq, p| {
+                mtu.on_acked(now, seq);
                 if p.fresh_ack() {
                     acked += p.size();
                     if p.transmissions == 1 {
@@ -911,6 +977,7 @@ impl Connection {
             });
             let lowest_unacked = self.sent.front().map_or(self.send_buf.unsent(), |p| p.offset);
             self.send_buf.ack_to(lowest_unacked);
+            self.tail_probed = false;
             self.dup_acks = 0;
             self.timeouts_in_row = 0;
         } else if pkt.ack_nr == first - 1
@@ -936,8 +1003,11 @@ impl Connection {
         }
 
         if let Some(bits) = pkt.extensions.sack() {
+            let mut newest_sacked: Option<Instant> = None;
             for seq in SackIter::new(pkt.ack_nr, bits) {
                 if let Some(p) = self.sent.sack(seq) {
+                    self.mtu.on_acked(now, seq);
+                    newest_sacked = newest_sacked.max(Some(p.time_sent));
                     acked += p.size();
                     if p.transmissions == 1 {
                         sample = Some(now.saturating_duration_since(p.time_sent));
@@ -960,6 +1030,18 @@ impl Connection {
                     seq = seq.next();
                 }
             }
+            // A retransmission can be lost too: when a packet sent well
+            // after it is acknowledged first, send it again rather than
+            // wait for a timeout (RACK's rule, for retransmissions only).
+            if let Some(newest) = newest_sacked {
+                let window = self.rtt.min().unwrap_or(Duration::ZERO) / 4;
+                let mut lost = Vec::new();
+                self.sent.lost_retransmissions(newest, window, &mut lost);
+                for seq in lost {
+                    trace!(remote = %self.remote, seq = %seq, "retransmission lost");
+                    self.declare_lost(now, seq);
+                }
+            }
         }
 
         if let Some(s) = sample {
@@ -975,7 +1057,7 @@ impl Connection {
                 one_way_delay: (delay != 0 && delay != i32::MAX as u32).then_some(delay),
                 reverse_delay: (pkt.timestamp.0 != 0).then_some(self.reply_micro),
                 window_limited,
-                mss: self.packet_size - HEADER_LEN,
+                mss: self.packet_size() - HEADER_LEN,
             };
             self.cc.on_ack(now, &info);
             if self.write_blocked && self.send_buf.free() > 0 {
@@ -996,6 +1078,7 @@ impl Connection {
                 // timeout counts from the last progress, not from the FIN.
                 self.timers.set(Timer::Close, now + self.config.close_timeout);
             }
+            self.arm_tail_probe(now);
             if self.sent.bytes_in_flight() > 0 {
                 self.timers.set(Timer::Retransmit, now + self.rto());
             } else if self.sent.first_lost().is_none() {
@@ -1019,6 +1102,12 @@ impl Connection {
 
     fn declare_lost(&mut self, now: Instant, seq: SeqNr) {
         if !self.sent.mark_lost(seq) {
+            return;
+        }
+        if self.mtu.on_lost(now, seq) {
+            // Too big for the path, most likely: not congestion.
+            trace!(remote = %self.remote, seq = %seq, "path MTU probe lost");
+            self.stats.mtu_probes_lost += 1;
             return;
         }
         self.stats.fast_retransmits += 1;
@@ -1049,7 +1138,71 @@ impl Connection {
     // ---------------------------------------------------------------
 
     fn max_payload(&self, extra_header: usize) -> usize {
-        self.packet_size - HEADER_LEN - extra_header
+        self.packet_size() - HEADER_LEN - extra_header
+    }
+
+    /// Size of new packets (UDP payload).
+    fn packet_size(&self) -> usize {
+        self.mtu.current()
+    }
+
+    // ---------------------------------------------------------------
+    // Path MTU
+    // ---------------------------------------------------------------
+
+    /// A path MTU the endpoint remembers for this destination, valid until
+    /// `until`: taken instead of a search when the connection is
+    /// established.
+    pub(crate) fn set_known_path_mtu(&mut self, size: usize, until: Instant) {
+        self.known_mtu = Some((size, until));
+    }
+
+    /// The path MTU found by a search that just ended (taken once).
+    pub(crate) fn take_path_mtu(&mut self) -> Option<usize> {
+        self.mtu.take_result()
+    }
+
+    /// Whether the datagram just emitted must go with don't-fragment set
+    /// (a path MTU probe). Reset by the next `poll_transmit`.
+    pub(crate) fn dont_fragment(&self) -> bool {
+        self.dont_fragment
+    }
+
+    /// The sending stack refused a datagram of `size` bytes sent with
+    /// don't-fragment (EMSGSIZE): if it was one of our probes, the search
+    /// learns from it and the packet goes again (not as a probe).
+    pub(crate) fn on_packet_too_big(&mut self, now: Instant, size: usize) {
+        if let Some(seq) = self.mtu.on_too_big(now, size) {
+            self.stats.mtu_probes_lost += 1;
+            // Never left: not congestion, just send it again.
+            self.sent.mark_lost(seq);
+        }
+    }
+
+    /// Starts path MTU discovery once the handshake is done and the
+    /// extensions are known.
+    fn start_mtu(&mut self, now: Instant) {
+        let c = &self.config;
+        if !c.mtu_probing {
+            return;
+        }
+        let (ceiling, form) = if self.negotiated.contains(ExtFlags::LARGE_PACKETS) {
+            (c.max_packet_size, ProbeForm::Padded)
+        } else if self.remote.is_ipv4() {
+            (c.max_packet_size.min(LEGACY_CEILING_V4), ProbeForm::Data)
+        } else {
+            // Legacy peer over IPv6: a lost data probe could only go again
+            // at its size, which routers never fragment.
+            return;
+        };
+        // Never larger than an IP datagram can carry.
+        let ceiling = ceiling.min(if self.remote.is_ipv4() { 65_507 } else { 65_527 });
+        let known = self.known_mtu.take();
+        self.mtu.start(now, ceiling, form, c.mtu_probe_interval, known);
+        if known.is_some() && self.sent.is_empty() {
+            // Nothing sent yet: a controller sized for the known packets.
+            self.cc = self.config.congestion.build(now, self.packet_size() - HEADER_LEN);
+        }
     }
 
     /// Room for a packet of `payload` bytes (and, when `paced`, the pacer's
@@ -1065,14 +1218,16 @@ impl Connection {
         if self.state == State::SynRecv {
             peer_wnd = peer_wnd.min(self.config.pre_confirm_limit);
         }
-        let cwnd_ok = in_flight + payload + HEADER_LEN <= self.cc.window();
+        // One packet may always be in flight, however small the window is
+        // next to the packet size (which path MTU discovery can raise).
+        let cwnd_ok = in_flight == 0 || in_flight + payload + HEADER_LEN <= self.cc.window();
         let peer_ok = self.sent.payload_in_flight() + payload <= peer_wnd;
         if cwnd_ok && peer_ok {
             if !paced || !self.config.pacing {
                 // Retransmissions are not held back: recovery comes first.
                 return true;
             }
-            let mss = self.packet_size - HEADER_LEN;
+            let mss = self.packet_size() - HEADER_LEN;
             let size = payload + HEADER_LEN;
             let rtt = self.rtt.smoothed();
             if let Some(at) = self.pacer.delay(now, size, self.cc.window(), rtt, mss) {
@@ -1096,6 +1251,7 @@ impl Connection {
 
     /// Writes the next datagram into `buf`; returns its length.
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.dont_fragment = false;
         if self.reset_pending {
             self.reset_pending = false;
             let mut repr = Repr::new(
@@ -1189,19 +1345,69 @@ impl Connection {
         if resend {
             self.stats.retransmits += 1;
         }
+        // A probe sent again (after a tail loss probe, say) is an ordinary
+        // packet: its acknowledgement proves nothing about the probe's size.
+        if self.mtu.on_lost(now, seq) {
+            self.stats.mtu_probes_lost += 1;
+        }
         let limited = self.sent.bytes_in_flight() + 2 * size > self.cc.window();
         self.sent.on_resent(seq, now, limited);
+        // A lost probe goes again as an ordinary packet: unpadded, and may
+        // be fragmented.
         self.emit_data(now, kind, seq, offset, len, meta.as_deref(), buf)
+    }
+
+    /// Whether the next new packet should be a path MTU probe: its size and
+    /// whether it is padded (else its payload fills it).
+    fn probe_plan(&mut self, now: Instant, buf_len: usize) -> Option<(usize, bool)> {
+        let size = self.mtu.next_probe(now)?;
+        if size > buf_len {
+            self.mtu.limit(now, buf_len);
+            return None;
+        }
+        let mss = self.max_payload(0);
+        // A window of at least 16 packets, and two packets of it per probe:
+        // the others carry the evidence of a probe's loss (a window of lost
+        // probes would end in a timeout), and slow start's first round
+        // trips are left alone.
+        // (Counted in the smallest packets: a search that raised the packet
+        // size must not wait for the window to grow in proportion.)
+        let (window, packet) = (self.cc.window(), self.config.min_packet_size.max(HEADER_LEN));
+        if window < 16 * packet || (self.mtu.probes_in_flight() + 1) * 2 * packet > window {
+            return None;
+        }
+        // Nor for a peer whose receive window holds only a few packets:
+        // larger packets would gain nothing there.
+        if self.max_peer_wnd < 16 * packet {
+            return None;
+        }
+        let padded = self.mtu.form() == ProbeForm::Padded && size >= self.packet_size() + 2;
+        let payload = if padded { mss } else { size.checked_sub(HEADER_LEN)? };
+        // Packets follow the probe: their acknowledgements reveal its loss
+        // within a round trip, without a timeout.
+        if self.send_buf.unsent_len() < payload + 3 * mss {
+            return None;
+        }
+        Some((size, padded))
     }
 
     /// Forms and sends a new DATA packet, or the FIN.
     fn transmit_new(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         if self.send_buf.has_unsent() {
-            let seg = self.send_buf.peek_segment(self.max_payload(0))?;
+            let probe = self.probe_plan(now, buf.len());
+            let limit = match probe {
+                Some((size, false)) => size,
+                _ => self.packet_size(),
+            };
+            let mut max_seg = limit - HEADER_LEN;
+            if self.max_peer_wnd > 0 {
+                max_seg = max_seg.min(self.max_peer_wnd);
+            }
+            let seg = self.send_buf.peek_segment(max_seg)?;
             let in_flight = self.sent.bytes_in_flight();
             if self.config.nagle
                 && in_flight > 0
-                && seg.len < self.max_payload(0)
+                && seg.len < max_seg
                 && !seg.ends_message
                 && self.local_fin == LocalFin::None
             {
@@ -1225,7 +1431,7 @@ impl Connection {
                 lost: false,
                 window_limited: limited,
             });
-            return self.emit_data(
+            let n = self.emit_data(
                 now,
                 PacketType::Data,
                 seq,
@@ -1233,7 +1439,16 @@ impl Connection {
                 seg.len,
                 meta.as_deref(),
                 buf,
-            );
+            )?;
+            let Some((size, padded)) = probe else { return Some(n) };
+            let sent = if padded { crate::wire::pad(buf, n, size).unwrap_or(n) } else { n };
+            if sent == size {
+                trace!(remote = %self.remote, seq = %seq, size, "path MTU probe");
+                self.mtu.on_probe_sent(seq, size);
+                self.stats.mtu_probes += 1;
+                self.dont_fragment = true;
+            }
+            return Some(sent);
         }
         if self.local_fin == LocalFin::Requested && self.window_allows(now, 0, true) {
             let seq = self.sent.push(SentPacket {
@@ -1285,6 +1500,9 @@ impl Connection {
         if self.timers.get(Timer::Retransmit).is_none_or(|t| t <= now) {
             self.timers.set(Timer::Retransmit, now + self.rto());
         }
+        if kind != PacketType::Syn {
+            self.arm_tail_probe(now);
+        }
         if kind == PacketType::Syn {
             // Payload straight from the send buffer.
             let header_len = repr.header_len();
@@ -1308,7 +1526,7 @@ impl Connection {
         let mut repr = repr;
         let mut sack = [0u8; MAX_SACK_BYTES];
         let mut sack_len = if self.recv.has_gaps() { self.recv.sack(&mut sack) } else { 0 };
-        let room = self.packet_size.saturating_sub(repr.header_len() + len);
+        let room = self.packet_size().max(HEADER_LEN + len).saturating_sub(repr.header_len() + len);
         if sack_len + 2 > room {
             sack_len = (room.saturating_sub(2) / 4 * 4).min(sack_len);
         }

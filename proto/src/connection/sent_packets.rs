@@ -196,6 +196,12 @@ impl SentPackets {
         true
     }
 
+    /// The newest packet still counted in flight.
+    pub(crate) fn last_in_flight(&self) -> Option<SeqNr> {
+        let i = self.packets.iter().rposition(SentPacket::counts_in_flight)?;
+        Some(self.first + i as u16)
+    }
+
     /// Declares every packet in flight lost (retransmission timeout).
     pub(crate) fn mark_all_lost(&mut self) {
         for p in &mut self.packets {
@@ -229,6 +235,23 @@ impl SentPackets {
             p.transmissions += 1;
             p.time_sent = now;
             p.window_limited = window_limited;
+        }
+    }
+
+    /// Retransmitted packets still unacknowledged although a packet sent
+    /// after them (at `newest_sent`, later than their own send by more than
+    /// `window`) was acknowledged: the retransmission was lost too. Their
+    /// sequence numbers go into `out`.
+    pub(crate) fn lost_retransmissions(
+        &self,
+        newest_sent: Instant,
+        window: std::time::Duration,
+        out: &mut Vec<SeqNr>,
+    ) {
+        for (i, p) in self.packets.iter().enumerate() {
+            if p.transmissions > 1 && p.counts_in_flight() && p.time_sent + window < newest_sent {
+                out.push(self.first + i as u16);
+            }
         }
     }
 

@@ -45,4 +45,11 @@ pub struct Stats {
     pub recv_window: usize,
     /// Largest UDP payload this connection sends.
     pub packet_size: usize,
+    /// Tail loss probes: the newest packet sent again after two round trips
+    /// without an acknowledgement.
+    pub tail_probes: u64,
+    /// Path MTU probes sent.
+    pub mtu_probes: u64,
+    /// Path MTU probes lost (or refused by the sender's stack).
+    pub mtu_probes_lost: u64,
 }

@@ -20,9 +20,12 @@ pub(crate) enum Timer {
     Close = 5,
     /// The pacer lets the next packet go.
     Pace = 6,
+    /// No acknowledgement for two round trips with packets in flight: send
+    /// the last one again to draw a selective ACK (a tail loss probe).
+    TailProbe = 7,
 }
 
-const COUNT: usize = 7;
+const COUNT: usize = 8;
 
 impl Timer {
     const ALL: [Timer; COUNT] = [
@@ -33,6 +36,7 @@ impl Timer {
         Timer::Persist,
         Timer::Close,
         Timer::Pace,
+        Timer::TailProbe,
     ];
 }
 

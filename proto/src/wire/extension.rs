@@ -12,6 +12,11 @@ pub const EXT_SACK: u8 = 1;
 pub const EXT_BITS: u8 = 2;
 /// Extension type 3: libtorrent's close reason (2 reserved bytes + `u16`).
 pub const EXT_CLOSE_REASON: u8 = 3;
+/// Extension type 0x50: padding (zero bytes) that makes a path MTU probe as
+/// large as the size it tests. Only sent to peers that negotiated
+/// [`ExtFlags::LARGE_PACKETS`]; parsers skip it (it does not count against
+/// [`MAX_EXTENSIONS`] and is not yielded). See [`pad`](super::pad).
+pub const EXT_PADDING: u8 = 0x50;
 
 /// The most extension records a packet may carry; a longer chain is rejected
 /// with [`Error::TooManyExtensions`]. Real peers send at most two.
@@ -104,7 +109,8 @@ impl<'a> Extension<'a> {
 /// Iterates over the raw records of a chain that has already been validated
 /// (see [`Packet::new_checked`](super::Packet::new_checked)). Yields
 /// `(type, data)`; on a chain that turns out malformed it yields
-/// `Err` once and then stops.
+/// `Err` once and then stops. Padding records ([`EXT_PADDING`]) are checked
+/// and skipped, not yielded.
 #[derive(Debug, Clone)]
 pub struct ExtensionIter<'a> {
     buf: &'a [u8],
@@ -131,27 +137,34 @@ impl<'a> Iterator for ExtensionIter<'a> {
     type Item = Result<(u8, &'a [u8]), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.next_kind == 0 {
-            return None;
+        loop {
+            if self.next_kind == 0 {
+                return None;
+            }
+            let kind = self.next_kind;
+            // Stop after an error: pretend the chain ended.
+            self.next_kind = 0;
+            if self.count == MAX_EXTENSIONS && kind != EXT_PADDING {
+                return Some(Err(Error::TooManyExtensions));
+            }
+            let Some(head) = self.buf.get(self.offset..self.offset + 2) else {
+                return Some(Err(Error::ExtensionTruncated { kind }));
+            };
+            let (next, len) = (head[0], usize::from(head[1]));
+            let start = self.offset + 2;
+            let Some(data) = self.buf.get(start..start + len) else {
+                return Some(Err(Error::ExtensionTruncated { kind }));
+            };
+            self.offset = start + len;
+            self.next_kind = next;
+            // Padding takes at least two bytes a record: the walk is bounded
+            // by the datagram's length.
+            if kind == EXT_PADDING {
+                continue;
+            }
+            self.count += 1;
+            return Some(Ok((kind, data)));
         }
-        let kind = self.next_kind;
-        // Stop after an error: pretend the chain ended.
-        self.next_kind = 0;
-        if self.count == MAX_EXTENSIONS {
-            return Some(Err(Error::TooManyExtensions));
-        }
-        let Some(head) = self.buf.get(self.offset..self.offset + 2) else {
-            return Some(Err(Error::ExtensionTruncated { kind }));
-        };
-        let (next, len) = (head[0], usize::from(head[1]));
-        let start = self.offset + 2;
-        let Some(data) = self.buf.get(start..start + len) else {
-            return Some(Err(Error::ExtensionTruncated { kind }));
-        };
-        self.offset = start + len;
-        self.next_kind = next;
-        self.count += 1;
-        Some(Ok((kind, data)))
     }
 }
 
@@ -336,6 +349,11 @@ impl ExtFlags {
     pub const METADATA: ExtFlags = ExtFlags(1);
     /// Bit 1: payload carried on the SYN.
     pub const SYN_DATA: ExtFlags = ExtFlags(2);
+    /// Bit 2: this side receives datagrams of up to 65 535 bytes intact and
+    /// skips padding records, so path MTU probing may go past the 1500
+    /// bytes that libtorrent's receive buffer holds (it cuts longer
+    /// datagrams silently) and probes may be padded. Offered by default.
+    pub const LARGE_PACKETS: ExtFlags = ExtFlags(4);
 
     /// `true` when every flag of `other` is set in `self`.
     #[must_use]

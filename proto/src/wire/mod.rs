@@ -32,7 +32,7 @@ mod seq;
 
 pub use extension::{
     ExtFlags, Extension, ExtensionIter, Extensions, Negotiation, SackIter, EXTENSION_BITS_LEN,
-    EXT_BITS, EXT_CLOSE_REASON, EXT_SACK, MAX_EXTENSIONS,
+    EXT_BITS, EXT_CLOSE_REASON, EXT_PADDING, EXT_SACK, MAX_EXTENSIONS,
 };
 pub use packet::{Packet, HEADER_LEN};
 pub use repr::Repr;
@@ -130,6 +130,15 @@ pub enum Error {
     /// Emitting: an extension record has type 0, which would end the chain.
     #[error("extension type 0 cannot be emitted: it marks the end of the chain")]
     ExtensionTypeZero,
+    /// Padding: the packet cannot grow by exactly that many bytes (a
+    /// padding record takes at least 2).
+    #[error("cannot pad a {len}-byte packet to {target} bytes")]
+    BadPadding {
+        /// Length of the packet.
+        len: usize,
+        /// Size asked for.
+        target: usize,
+    },
     /// Emitting: the output buffer is smaller than [`Repr::buffer_len`].
     #[error("output buffer of {have} bytes is smaller than the {need} bytes needed")]
     BufferTooSmall {
@@ -138,4 +147,68 @@ pub enum Error {
         /// Bytes available.
         have: usize,
     },
+}
+
+/// Grows the packet in `buf[..len]` to exactly `target` bytes by chaining
+/// [`EXT_PADDING`] records (zero-filled, up to 255 bytes each) after its
+/// extensions and moving the payload behind them; returns `target`.
+///
+/// This is how a path MTU probe is made from an ordinary DATA packet: if the
+/// probe is lost, the same packet goes again without padding, so a failed
+/// probe never needs its payload split. Only for peers that negotiated
+/// [`ExtFlags::LARGE_PACKETS`]: libutp drops a packet whose first extension
+/// type is 3 or higher.
+///
+/// Fails when `target - len` is 0 or 1, when `buf` is shorter than
+/// `target`, or when the packet is malformed.
+///
+/// ```
+/// use utp_proto::wire::{pad, PacketType, Repr, SeqNr};
+///
+/// let mut repr = Repr::new(PacketType::Data, 7, SeqNr(1), SeqNr(2));
+/// repr.payload = b"hello";
+/// let mut buf = [0u8; 2000];
+/// let len = repr.emit(&mut buf).unwrap();
+/// let padded = pad(&mut buf, len, 1500).unwrap();
+/// assert_eq!(padded, 1500);
+/// let parsed = Repr::parse_bytes(&buf[..padded]).unwrap();
+/// assert_eq!(parsed.payload, b"hello");
+/// assert!(parsed.extensions.is_empty());
+/// ```
+pub fn pad(buf: &mut [u8], len: usize, target: usize) -> Result<usize, Error> {
+    let bad = Error::BadPadding { len, target };
+    let extra = target.checked_sub(len).ok_or(bad)?;
+    if extra < 2 || buf.len() < target || len < HEADER_LEN {
+        return Err(bad);
+    }
+    // Find the byte that ends the chain (the header's first-extension byte
+    // when there is no record) and the payload's offset.
+    let mut terminator = 1;
+    let mut kind = buf[1];
+    let mut at = HEADER_LEN;
+    while kind != 0 {
+        if at + 2 > len {
+            return Err(bad);
+        }
+        terminator = at;
+        kind = buf[at];
+        at += 2 + usize::from(buf[at + 1]);
+    }
+    if at > len {
+        return Err(bad);
+    }
+    buf.copy_within(at..len, at + extra);
+    buf[terminator] = EXT_PADDING;
+    // Records of 2..=257 bytes (header included), as even as possible.
+    let records = extra.div_ceil(257);
+    let (base, rem) = (extra / records, extra % records);
+    for i in 0..records {
+        let size = base + usize::from(i < rem);
+        buf[at] = if i + 1 < records { EXT_PADDING } else { 0 };
+        // `size` is at most 257, so the data length fits a byte.
+        buf[at + 1] = (size - 2) as u8;
+        buf[at + 2..at + size].fill(0);
+        at += size;
+    }
+    Ok(target)
 }

@@ -16,7 +16,12 @@
 //!
 //! For each datagram passed to [`Link::send`] at time `now`, in this order:
 //!
-//! 1. **MTU**: a datagram longer than [`LinkConfig::mtu`] is dropped (`dropped_mtu`).
+//! 1. **MTU**: a datagram longer than [`LinkConfig::mtu`] is dropped (`dropped_mtu`) when it is
+//!    sent with don't-fragment (every datagram of [`Link::send`]; see [`Link::send_df`]).
+//!    Without don't-fragment it is fragmented as an IPv4 router would (`fragmented`): it
+//!    crosses as one unit that takes `k` times as many header bytes and arrives only if all its
+//!    `k = ceil(len / (mtu - 8))` fragments do, i.e. its loss probability is
+//!    `1 - (1 - loss)^k`.
 //! 2. **Bottleneck**: a FIFO serializer. Transmission starts at `max(now, end of previous
 //!    transmission)` and lasts `len / bandwidth`. A datagram that cannot start at once waits in
 //!    the queue; if the datagrams already waiting (not yet started) plus this one would exceed
@@ -83,7 +88,8 @@ pub struct LinkConfig {
     /// Bottleneck queue capacity in datagrams, excluding the one being transmitted.
     /// [`UNLIMITED`] for no limit.
     pub queue_packets: usize,
-    /// Largest datagram carried; longer ones are dropped. [`UNLIMITED`] for no limit.
+    /// Largest datagram (UDP payload) carried: 1472 by default, what a 1500-byte IPv4 path
+    /// carries; longer ones are dropped or fragmented. [`UNLIMITED`] for no limit.
     pub mtu: usize,
     /// Probability in `[0, 1]` that a datagram is lost.
     pub loss: f64,
@@ -112,7 +118,7 @@ impl LinkConfig {
             bandwidth: None,
             queue_bytes: UNLIMITED,
             queue_packets: UNLIMITED,
-            mtu: UNLIMITED,
+            mtu: 1472,
             loss: 0.0,
             duplicate: 0.0,
             reorder: 0.0,
@@ -229,8 +235,10 @@ pub struct LinkStats {
     pub delivered: u64,
     /// Bytes returned by `poll_recv` (duplicates included).
     pub delivered_bytes: u64,
-    /// Datagrams dropped for exceeding the MTU.
+    /// Datagrams dropped for exceeding the MTU with don't-fragment set.
     pub dropped_mtu: u64,
+    /// Datagrams over the MTU fragmented (sent without don't-fragment).
+    pub fragmented: u64,
     /// Datagrams tail-dropped by the full bottleneck queue.
     pub dropped_queue: u64,
     /// Datagrams lost at random.
@@ -387,12 +395,22 @@ impl Link {
         self.send_tagged(now, 0, datagram);
     }
 
+    /// Sends a datagram of flow 0 at `now`, with don't-fragment set or not: a datagram over
+    /// the MTU is dropped with it and fragmented without it.
+    pub fn send_df(&mut self, now: Instant, datagram: Vec<u8>, dont_fragment: bool) {
+        self.send_inner(now, 0, datagram, dont_fragment);
+    }
+
     /// Sends a datagram of flow `tag` at `now`: applies the MTU, the bottleneck queue, loss,
     /// corruption and duplication, and schedules the surviving copies for delivery.
     ///
     /// # Panics
     /// If `now` is earlier than the `now` of a previous send.
     pub fn send_tagged(&mut self, now: Instant, tag: u32, datagram: Vec<u8>) {
+        self.send_inner(now, tag, datagram, true);
+    }
+
+    fn send_inner(&mut self, now: Instant, tag: u32, datagram: Vec<u8>, dont_fragment: bool) {
         if let Some(last) = self.last_send {
             assert!(now >= last, "Link::send: time went backwards ({now:?} < {last:?})");
         }
@@ -404,10 +422,20 @@ impl Link {
             s.sent_bytes += len as u64;
         });
 
+        let mut fragments = 1;
         if len > self.config.mtu {
-            self.count(tag, |s| s.dropped_mtu += 1);
-            return;
+            if dont_fragment || self.config.mtu <= 8 {
+                self.count(tag, |s| s.dropped_mtu += 1);
+                return;
+            }
+            // IPv4 fragments carry 8-byte-aligned data and repeat the 20-byte IP header.
+            let per_fragment = (self.config.mtu - 8) / 8 * 8;
+            fragments = len.div_ceil(per_fragment.max(8));
+            self.count(tag, |s| s.fragmented += 1);
         }
+        // Extra IP headers of the fragments take bandwidth and queue space.
+        let wire_len = len + (fragments - 1) * 20;
+        let len = wire_len;
 
         // Bottleneck: FIFO serializer with a tail-drop queue.
         while self.waiting.front().is_some_and(|&(start, _)| start <= now) {
@@ -447,14 +475,15 @@ impl Link {
             s.max_queue_delay = s.max_queue_delay.max(queue_delay);
         });
 
-        if draws.loss < self.config.loss {
+        let loss = 1.0 - (1.0 - self.config.loss).powi(fragments as i32);
+        if draws.loss < loss {
             self.count(tag, |s| s.dropped_loss += 1);
             return;
         }
 
         let mut data = datagram;
         if draws.corrupt < self.config.corrupt && !data.is_empty() {
-            let pos = below(draws.corrupt_pos, len as u64) as usize;
+            let pos = below(draws.corrupt_pos, data.len() as u64) as usize;
             let mask = 1 + below(draws.corrupt_mask, 255) as u8;
             data[pos] ^= mask;
             self.count(tag, |s| s.corrupted += 1);

@@ -1,5 +1,5 @@
 //! A loss-based TCP-like flow (NewReno) for the simulator, as cross traffic:
-//! data A -> B in 1500-byte datagrams, cumulative ACKs B -> A.
+//! data A -> B in 1472-byte datagrams (a full 1500-byte IP packet), cumulative ACKs B -> A.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::sim::{CrossTraffic, Side};
 
-const MSS: usize = 1500;
+const MSS: usize = 1472;
 const ACK_LEN: usize = 40;
 
 pub struct NewReno {

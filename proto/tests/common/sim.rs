@@ -29,6 +29,11 @@ pub struct Node {
     /// Datagrams that were not uTP.
     pub not_utp: usize,
     pub sent_datagrams: usize,
+    /// The node's own interface MTU (UDP payload): a datagram sent with
+    /// don't-fragment above it is refused with EMSGSIZE, as a kernel does.
+    pub interface_mtu: usize,
+    /// Datagrams refused that way.
+    pub emsgsize: usize,
 }
 
 impl Node {
@@ -42,6 +47,8 @@ impl Node {
             accepted: Vec::new(),
             not_utp: 0,
             sent_datagrams: 0,
+            interface_mtu: usize::MAX,
+            emsgsize: 0,
         }
     }
 
@@ -211,12 +218,17 @@ impl Sim {
                 );
                 node.sent_datagrams += 1;
                 progress = true;
+                if tr.dont_fragment && tr.size > node.interface_mtu {
+                    node.emsgsize += 1;
+                    node.endpoint.handle_packet_too_big(t, tr.destination, tr.size);
+                    continue;
+                }
                 if let Some(filter) = self.filter.as_mut() {
                     if filter(side, datagram) {
                         continue;
                     }
                 }
-                link.send(now, datagram.to_vec());
+                link.send_df(now, datagram.to_vec(), tr.dont_fragment);
             }
             while let Some(ev) = node.endpoint.poll_event() {
                 node.events.push(ev);

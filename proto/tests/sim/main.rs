@@ -10,5 +10,6 @@ mod extensions;
 mod goodput;
 mod handshake;
 mod ledbat;
+mod mtu;
 mod scale;
 mod transfer;
