@@ -87,7 +87,7 @@ impl Default for TransportConfig {
             initial_packet_size_v6: 1232,
             mtu_probing: true,
             min_packet_size: 1232,
-            max_packet_size: 65_507,
+            max_packet_size: crate::connection::MAX_UDP_PAYLOAD_V4,
             mtu_probe_interval: Duration::from_secs(600),
             send_buffer_size: 4 << 20,
             receive_buffer_size: 4 << 20,

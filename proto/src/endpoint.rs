@@ -549,27 +549,25 @@ impl Endpoint {
                 return None;
             }
             let sent = slot.conn.poll_transmit(now, buf);
-            if let Some(size) = slot.conn.take_path_mtu() {
-                let ip = slot.conn.remote().ip();
+            let destination = slot.conn.remote();
+            let dont_fragment = slot.conn.dont_fragment();
+            let found = slot.conn.take_path_mtu();
+            if sent.is_none() {
+                slot.queued_send = false;
+            }
+            if let Some(size) = found {
                 let until = now + self.config.transport.mtu_probe_interval;
-                self.remember_path_mtu(now, ip, size, until);
+                self.remember_path_mtu(now, destination.ip(), size, until);
             }
-            let Some(Some(slot)) = self.slots.get_mut(index) else { continue };
-            match sent {
-                Some(size) => {
-                    let destination = slot.conn.remote();
-                    let dont_fragment = slot.conn.dont_fragment();
-                    // Round robin: the next packet comes from the next connection.
-                    self.send_queue.rotate_left(1);
-                    self.mark_events(index);
-                    return Some(Transmit { destination, size, segment_size: None, dont_fragment });
-                }
-                None => {
-                    slot.queued_send = false;
-                    self.send_queue.pop_front();
-                    self.reschedule(index);
-                }
-            }
+            let Some(size) = sent else {
+                self.send_queue.pop_front();
+                self.reschedule(index);
+                continue;
+            };
+            // Round robin: the next packet comes from the next connection.
+            self.send_queue.rotate_left(1);
+            self.mark_events(index);
+            return Some(Transmit { destination, size, segment_size: None, dont_fragment });
         }
         None
     }

@@ -23,7 +23,8 @@ use crate::wire::{
     ExtFlags, Extension, Extensions, Negotiation, PacketType, Repr, SackIter, SeqNr, Timestamp,
     HEADER_LEN,
 };
-use mtu::{PathMtu, ProbeForm, LEGACY_CEILING_V4};
+pub(crate) use mtu::MAX_UDP_PAYLOAD_V4;
+use mtu::{PathMtu, ProbeForm, LEGACY_CEILING_V4, MAX_UDP_PAYLOAD_V6};
 use pacer::Pacer;
 use recv_buffer::{Arrival, RecvBuffer, MAX_SACK_BYTES};
 use rtt::RttEstimator;
@@ -222,8 +223,6 @@ pub struct Connection {
     fast_resend_from: SeqNr,
     /// Path MTU discovery: the size of new packets and the probes.
     mtu: PathMtu,
-    /// A path MTU remembered by the endpoint for this destination.
-    known_mtu: Option<(usize, Instant)>,
     /// The datagram just emitted is a path MTU probe: send it with
     /// don't-fragment set.
     dont_fragment: bool,
@@ -392,7 +391,6 @@ impl Connection {
             recovery_end: None,
             fast_resend_from: first_seq,
             mtu,
-            known_mtu: None,
             dont_fragment: false,
             tail_probed: false,
             probe_allowed: false,
@@ -652,7 +650,7 @@ impl Connection {
         while let Some(timer) = self.timers.take_expired(now) {
             match timer {
                 Timer::Retransmit => self.on_retransmit_timeout(now),
-                Timer::TailProbe => self.on_tail_probe(now),
+                Timer::TailProbe => self.on_tail_probe(),
                 Timer::Connect => {
                     if matches!(self.state, State::SynSent | State::SynRecv) {
                         debug!(remote = %self.remote, "handshake timed out");
@@ -725,7 +723,7 @@ impl Connection {
     /// that a lost tail is reported by a selective ACK rather than found by
     /// the retransmission timeout (RFC 8985's probe timeout, once per
     /// episode).
-    fn on_tail_probe(&mut self, now: Instant) {
+    fn on_tail_probe(&mut self) {
         if self.state != State::Established || self.tail_probed {
             return;
         }
@@ -734,7 +732,6 @@ impl Connection {
         self.tail_probed = true;
         self.stats.tail_probes += 1;
         self.sent.mark_lost(seq);
-        let _ = now;
     }
 
     /// Arms the tail loss probe 1.5 round trips (and a little) from `now`,
@@ -1154,7 +1151,7 @@ impl Connection {
     /// `until`: taken instead of a search when the connection is
     /// established.
     pub(crate) fn set_known_path_mtu(&mut self, size: usize, until: Instant) {
-        self.known_mtu = Some((size, until));
+        self.mtu.set_known(size, until);
     }
 
     /// The path MTU found by a search that just ended (taken once).
@@ -1196,10 +1193,9 @@ impl Connection {
             return;
         };
         // Never larger than an IP datagram can carry.
-        let ceiling = ceiling.min(if self.remote.is_ipv4() { 65_507 } else { 65_527 });
-        let known = self.known_mtu.take();
-        self.mtu.start(now, ceiling, form, c.mtu_probe_interval, known);
-        if known.is_some() && self.sent.is_empty() {
+        let max = if self.remote.is_ipv4() { MAX_UDP_PAYLOAD_V4 } else { MAX_UDP_PAYLOAD_V6 };
+        let known = self.mtu.start(now, ceiling.min(max), form, c.mtu_probe_interval);
+        if known && self.sent.is_empty() {
             // Nothing sent yet: a controller sized for the known packets.
             self.cc = self.config.congestion.build(now, self.packet_size() - HEADER_LEN);
         }
@@ -1345,15 +1341,14 @@ impl Connection {
         if resend {
             self.stats.retransmits += 1;
         }
-        // A probe sent again (after a tail loss probe, say) is an ordinary
-        // packet: its acknowledgement proves nothing about the probe's size.
+        // A probe sent again (after a tail loss probe, say) goes as an
+        // ordinary packet, unpadded and fragmentable: its acknowledgement
+        // proves nothing about the probe's size.
         if self.mtu.on_lost(now, seq) {
             self.stats.mtu_probes_lost += 1;
         }
         let limited = self.sent.bytes_in_flight() + 2 * size > self.cc.window();
         self.sent.on_resent(seq, now, limited);
-        // A lost probe goes again as an ordinary packet: unpadded, and may
-        // be fragmented.
         self.emit_data(now, kind, seq, offset, len, meta.as_deref(), buf)
     }
 

@@ -53,6 +53,12 @@ const MAX_PROBES: usize = 10;
 /// of Ethernet MTU minus the IPv4 and UDP headers.
 pub(crate) const LEGACY_CEILING_V4: usize = 1472;
 
+/// Largest UDP payload of an IPv4 datagram (65 535 - 20 - 8).
+pub(crate) const MAX_UDP_PAYLOAD_V4: usize = 65_507;
+
+/// Largest UDP payload over IPv6 without jumbograms (65 535 - 8).
+pub(crate) const MAX_UDP_PAYLOAD_V6: usize = 65_527;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Not probing (not established yet, disabled, or nothing to find).
@@ -95,6 +101,9 @@ pub(crate) struct PathMtu {
     in_flight: Vec<(SeqNr, usize)>,
     /// A search ended: the endpoint may remember the result.
     result: Option<usize>,
+    /// A size remembered for this destination and until when it holds:
+    /// taken as found when the search would start.
+    known: Option<(usize, Instant)>,
 }
 
 impl PathMtu {
@@ -115,6 +124,7 @@ impl PathMtu {
             round: Vec::new(),
             in_flight: Vec::new(),
             result: None,
+            known: None,
         }
     }
 
@@ -123,32 +133,38 @@ impl PathMtu {
         self.current
     }
 
+    /// A size remembered for this destination, valid until `until`: taken
+    /// as found by [`PathMtu::start`] instead of a search.
+    pub(crate) fn set_known(&mut self, size: usize, until: Instant) {
+        self.known = Some((size, until));
+    }
+
     /// Starts searching up to `ceiling` with probes of the given form,
-    /// again every `interval`. A `known` size (remembered for this
-    /// destination, valid until the instant given) is taken as found.
+    /// again every `interval`, unless a known size was set; returns whether
+    /// a known size was taken.
     pub(crate) fn start(
         &mut self,
         now: Instant,
         ceiling: usize,
         form: ProbeForm,
         interval: Duration,
-        known: Option<(usize, Instant)>,
-    ) {
+    ) -> bool {
         self.form = form;
         self.interval = interval;
         let ceiling = ceiling.max(self.lo);
         self.ceiling = ceiling;
-        if let Some((size, until)) = known {
+        if let Some((size, until)) = self.known.take() {
             let size = size.clamp(self.lo, ceiling);
             self.current = size;
             self.lo = size;
             self.initial = size;
             self.hi = ceiling;
             self.state = State::Done(until.max(now));
-            return;
+            return true;
         }
         self.hi = ceiling;
         self.begin_search(now);
+        false
     }
 
     fn begin_search(&mut self, now: Instant) {
@@ -253,11 +269,7 @@ impl PathMtu {
     /// Sizes above `max` cannot be sent (the caller's buffer is smaller).
     pub(crate) fn limit(&mut self, now: Instant, max: usize) {
         if max < self.hi {
-            self.hi = max.max(self.lo);
-            let hi = self.hi;
-            self.round.retain(|&s| s <= hi);
-            self.update_current();
-            self.round_done(now);
+            self.lower_hi(now, max);
         }
     }
 
@@ -300,7 +312,12 @@ impl PathMtu {
             self.round_done(now);
             return;
         }
-        self.hi = self.hi.min(size - 1);
+        self.lower_hi(now, size - 1);
+    }
+
+    /// Nothing above `hi` passes (never below what did pass).
+    fn lower_hi(&mut self, now: Instant, hi: usize) {
+        self.hi = self.hi.min(hi).max(self.lo);
         let hi = self.hi;
         self.round.retain(|&s| s <= hi);
         self.update_current();

@@ -434,8 +434,7 @@ impl Link {
             self.count(tag, |s| s.fragmented += 1);
         }
         // Extra IP headers of the fragments take bandwidth and queue space.
-        let wire_len = len + (fragments - 1) * 20;
-        let len = wire_len;
+        let len = len + (fragments - 1) * 20;
 
         // Bottleneck: FIFO serializer with a tail-drop queue.
         while self.waiting.front().is_some_and(|&(start, _)| start <= now) {
