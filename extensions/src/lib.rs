@@ -133,9 +133,12 @@
 //!   libtorrent do), the initiator sends the same bytes again as ordinary
 //!   DATA from seq S+1. Either way the acceptor's application reads the
 //!   same stream.
-//! - The acceptor may answer before the handshake completes (up to
-//!   `TransportConfig::pre_confirm_limit` bytes), so a request on the SYN
-//!   gets its response after one round trip instead of two.
+//! - The acceptor may answer before the handshake completes, within the
+//!   anti-amplification limit: at most three times the bytes it received
+//!   from the initiator (its SYN, request included) until the initiator
+//!   acknowledges the SYN-ACK. A response that fits leaves at once, so a
+//!   request on the SYN gets its response after one round trip instead of
+//!   two; the rest follows the initiator's acknowledgement.
 //!
 //! ## Metadata records (framed messages)
 //!

@@ -21,6 +21,10 @@
 // PORT 0 (the default) picks a free port. Options:
 //   --bind ADDR       local IPv4 address (default 127.0.0.1; utp-native is
 //                     IPv4 only)
+//   --local-port P    clients: bind the UDP socket to local port P (default
+//                     0: any free port); one socket only, so with --conns
+//                     K > 1 it needs --shared-socket (a restarted peer
+//                     redialling from the same address)
 //   --conns K         servers: exit 0 after K connections have finished
 //                     (default: serve until SIGTERM/SIGINT);
 //                     clients: run K connections concurrently
@@ -171,6 +175,7 @@ function usage (msg) {
 function parseArgs (argv) {
   const opts = {
     bind: '127.0.0.1',
+    localPort: 0,
     conns: 0,
     sharedSocket: false,
     bufsize: 0,
@@ -197,6 +202,7 @@ function parseArgs (argv) {
     const a = argv[i]
     switch (a) {
       case '--bind': opts.bind = argv[++i]; if (!opts.bind) usage('--bind needs a value'); break
+      case '--local-port': opts.localPort = num(a, argv[++i]); break
       case '--conns': opts.conns = num(a, argv[++i]); break
       case '--shared-socket': opts.sharedSocket = true; break
       case '--bufsize': opts.bufsize = num(a, argv[++i]); break
@@ -219,6 +225,8 @@ function parseArgs (argv) {
     }
   }
   if (opts.chunk < 1) usage('--chunk must be >= 1')
+  if (opts.localPort > 65535) usage('bad --local-port ' + opts.localPort)
+  if (opts.localPort && opts.conns > 1 && !opts.sharedSocket) usage('--local-port with --conns > 1 needs --shared-socket')
   return { opts, pos }
 }
 
@@ -534,7 +542,7 @@ function runClients (mode, pos, opts) {
   const newSocket = () => {
     const s = utp({ allowHalfOpen: true })
     s.on('error', (err) => { emit(Object.assign({ event: 'error', conn: null }, errInfo(err))) })
-    s.bind(0, opts.bind)
+    s.bind(opts.localPort, opts.bind)
     sockets.push(s)
     return s
   }

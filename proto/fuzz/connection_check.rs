@@ -851,7 +851,7 @@ mod connection_check {
                 Op::Release { ep, conn } => {
                     let ep = usize::from(ep & 1);
                     if let Some((i, h)) = self.handle(ep, conn) {
-                        self.endpoints[ep].release(h);
+                        self.endpoints[ep].release(self.now, h);
                         self.records[ep][i].handle = None;
                         self.records[ep][i].shut = true;
                     }

@@ -47,9 +47,14 @@ pub struct TransportConfig {
     pub max_retransmissions: u32,
     /// First SYN retransmission interval; doubles on each retry.
     pub syn_rto: Duration,
-    /// How long a dial (or an accepted connection waiting for the
-    /// initiator's first packet) may take before failing.
+    /// How long a dial may take before failing.
     pub connect_timeout: Duration,
+    /// How long an accepted connection waits for the initiator to
+    /// acknowledge the SYN-ACK (half-open) before it is dropped, counted
+    /// from the initiator's latest SYN. Shorter than `connect_timeout`: a
+    /// spoofed SYN never completes. The endpoint also bounds how many
+    /// connections are half-open (`EndpointConfig::max_half_open`).
+    pub half_open_timeout: Duration,
     /// A connection that receives nothing for this long is closed with
     /// `TimedOut`.
     pub idle_timeout: Duration,
@@ -66,9 +71,10 @@ pub struct TransportConfig {
     /// retransmitted FIN, and how long a close waits for the peer's ack of
     /// our FIN before giving up.
     pub close_timeout: Duration,
-    /// Bytes an accepting connection may have in flight before the
-    /// initiator has confirmed the handshake.
-    pub pre_confirm_limit: usize,
+    /// Most packets in flight (sent and not yet acknowledged) at once,
+    /// whatever their size: libutp's limit. It bounds the work of an ACK
+    /// and keeps sequence numbers from aliasing; at most 16,384.
+    pub max_packets_in_flight: usize,
     /// Offer and accept this project's extensions (see `wire::ExtFlags`).
     /// The default offers `LARGE_PACKETS` only (it lets path MTU probing go
     /// past 1500 bytes between peers of this library); metadata records and
@@ -97,12 +103,13 @@ impl Default for TransportConfig {
             max_retransmissions: 8,
             syn_rto: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(15),
+            half_open_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             keepalive_interval: Some(Duration::from_secs(29)),
             pacing: true,
             nagle: true,
             close_timeout: Duration::from_secs(10),
-            pre_confirm_limit: 64 * 1024,
+            max_packets_in_flight: 1024,
             extensions: crate::wire::ExtFlags::LARGE_PACKETS,
             max_syn_data: 1024,
             congestion: Arc::new(LedbatConfig::default()),
@@ -117,13 +124,58 @@ pub struct EndpointConfig {
     pub transport: Arc<TransportConfig>,
     /// Most connections (of all states) at once; a SYN past it is refused.
     pub max_connections: usize,
-    /// Most connections waiting to be accepted or still in the handshake.
+    /// Most connections half-open at once: SYNs handed out as `Incoming`
+    /// and undecided, and accepted connections whose initiator has not yet
+    /// acknowledged the SYN-ACK. When full, a new SYN evicts the oldest
+    /// half-open connection (never an established one or a dial), so a SYN
+    /// flood cannot fill `max_connections`.
     pub max_half_open: usize,
     /// RESETs sent for unknown connections per second, at most.
     pub reset_rate: u32,
     /// Seed of the endpoint's random numbers (connection ids, initial
     /// sequence numbers). `None` draws one from the operating system.
     pub rng_seed: Option<u64>,
+}
+
+/// Heap held by one connection besides its buffers, at most: the state
+/// machine, its controller, the records of packets in flight and of data
+/// held out of order (measured with every table full: see the test
+/// `one_connection_at_its_limits_stays_within_its_bound` in
+/// `proto/tests/hostile`).
+const CONNECTION_OVERHEAD: usize = 256 << 10;
+
+/// The largest UDP datagram: a receive buffer may overrun its size by one
+/// packet, and a SYN waiting for the application's decision is kept whole.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// The endpoint's tables of fixed size: remembered path MTUs, queued
+/// RESETs, the routing table's entries.
+const ENDPOINT_TABLES: usize = 1 << 20;
+
+impl TransportConfig {
+    /// Heap one connection can hold at most, whatever its peer does: both
+    /// buffers full, a packet of slack, and its bookkeeping.
+    #[must_use]
+    pub fn connection_memory_bound(&self) -> usize {
+        self.send_buffer_size + self.receive_buffer_size + MAX_DATAGRAM + CONNECTION_OVERHEAD
+    }
+}
+
+impl EndpointConfig {
+    /// Heap the whole endpoint can hold at most, whatever its peers do:
+    /// `max_connections` connections at their bound (half-open ones among
+    /// them; they hold far less), `max_half_open` SYNs awaiting a decision,
+    /// and the fixed tables. With the defaults (16,384 connections of 4 MiB
+    /// buffers each way) that is about 140 GB: lower `max_connections` or
+    /// the buffers for a public port on a small machine. A SYN flood alone
+    /// costs a few KiB per half-open connection (about 4 MiB at the default
+    /// `max_half_open`), whatever its rate.
+    #[must_use]
+    pub fn memory_bound(&self) -> usize {
+        self.max_connections * self.transport.connection_memory_bound()
+            + self.max_half_open * MAX_DATAGRAM
+            + ENDPOINT_TABLES
+    }
 }
 
 impl Default for EndpointConfig {

@@ -75,6 +75,7 @@ fn config(p: &Params, seed: u64) -> EndpointConfig {
         // handshake or data packets in a row; giving up is not what is
         // tested here.
         connect_timeout: Duration::from_secs(600),
+        half_open_timeout: Duration::from_secs(600),
         max_retransmissions: 40,
         idle_timeout: Duration::from_secs(3600),
         close_timeout: Duration::from_secs(600),

@@ -305,7 +305,7 @@ fn seeds() -> Vec<(&'static str, Setup, Vec<Op>)> {
         Op::Connect { ep: 0, syn_len: 0 },
         Op::Run { steps: 30 },
     ];
-    seeds.push(("connection_limit", setup(AUTO, BULK, limits(1, 0, 1)), ops));
+    seeds.push(("connection_limit", setup(AUTO, BULK, limits(1, 1, 1)), ops));
 
     let mut ops =
         vec![Op::Connect { ep: 0, syn_len: 0 }, Op::Connect { ep: 1, syn_len: 0 }, Op::Quiesce];

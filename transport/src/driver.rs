@@ -104,9 +104,10 @@ impl Driver {
                             .map(|t| (t.destination, t.size, t.dont_fragment))
                     });
                 }
+                let backlog = shared.config.accept_backlog;
                 while let Some((handle, event)) = inner.endpoint.poll_event() {
                     trace!(?handle, ?event, "event");
-                    inner.on_event(handle, event, &mut self.wakers);
+                    inner.on_event(handle, event, backlog, &mut self.wakers);
                 }
                 (inner.endpoint.poll_timeout(), inner.is_unused())
             };
@@ -151,7 +152,10 @@ impl Driver {
         let config = &self.shared.config;
         for (from, data) in self.rx.iter() {
             match inner.endpoint.handle_datagram(now, from, data) {
-                DatagramEvent::Connection(_) | DatagramEvent::Dropped => {}
+                DatagramEvent::Connection(handle) => {
+                    inner.on_datagram(handle, config.accept_backlog, &mut self.wakers);
+                }
+                DatagramEvent::Dropped => {}
                 DatagramEvent::Incoming(incoming) => {
                     if !inner.listening || inner.accept_queue.len() >= config.accept_backlog {
                         debug!(remote = %from, listening = inner.listening, "refusing connection");
@@ -160,10 +164,8 @@ impl Driver {
                     }
                     match inner.endpoint.accept(now, incoming) {
                         Ok(handle) => {
-                            debug!(remote = %from, ?handle, "accepted connection");
-                            inner.track(handle);
-                            inner.accept_queue.push_back(handle);
-                            inner.accept_wakers.drain_into(&mut self.wakers);
+                            debug!(remote = %from, ?handle, "accepted SYN");
+                            inner.on_accepted(handle, config.accept_backlog, &mut self.wakers);
                         }
                         Err(e) => debug!(remote = %from, error = %e, "could not accept"),
                     }

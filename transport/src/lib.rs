@@ -90,4 +90,4 @@ pub use stream::{
 #[cfg(feature = "libp2p")]
 pub use transport::Transport;
 pub use utp_proto::wire::ExtFlags;
-pub use utp_proto::{self, Stats};
+pub use utp_proto::{self, EndpointStats, Stats};

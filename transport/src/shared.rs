@@ -5,14 +5,16 @@
 //! Streams lock it to read and write, the driver locks it once per batch of
 //! datagrams. Nobody holds it across a system call or an `.await`.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::task::Waker;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
+use tracing::debug;
 use utp_proto::{ConnectionHandle, Endpoint, Event};
 
 use crate::config::Config;
@@ -97,6 +99,11 @@ pub(crate) struct Inner {
     conns: Vec<Option<ConnWakers>>,
     /// Connections accepted by the driver, waiting for `accept()`.
     pub(crate) accept_queue: VecDeque<ConnectionHandle>,
+    /// Connections accepted by the driver whose initiator has not yet
+    /// confirmed the handshake: they join `accept_queue` once it does (a
+    /// spoofed SYN never reaches the application), and are let go if the
+    /// engine evicts them or they expire.
+    pub(crate) handshaking: HashSet<ConnectionHandle>,
     pub(crate) accept_wakers: WakerSet,
     /// New SYNs are accepted (until `close()` or the last socket handle is
     /// dropped).
@@ -118,6 +125,7 @@ impl Inner {
             endpoint,
             conns: Vec::new(),
             accept_queue: VecDeque::new(),
+            handshaking: HashSet::new(),
             accept_wakers: WakerSet::default(),
             listening: true,
             socket_dropped: false,
@@ -155,18 +163,75 @@ impl Inner {
                 conn.reset();
             }
         }
-        self.endpoint.release(handle);
+        self.endpoint.release(Instant::now(), handle);
     }
 
     /// Resets and releases every connection still waiting to be accepted.
     pub(crate) fn stop_listening(&mut self, out: &mut Vec<Waker>) {
         self.listening = false;
-        while let Some(handle) = self.accept_queue.pop_front() {
-            if let Some(conn) = self.endpoint.connection_mut(handle) {
-                conn.reset();
-            }
-            self.release(handle);
+        let handshaking: Vec<_> = self.handshaking.drain().collect();
+        let queued: Vec<_> = self.accept_queue.drain(..).collect();
+        for handle in queued.into_iter().chain(handshaking) {
+            self.abort(handle);
         }
+        self.accept_wakers.drain_into(out);
+    }
+
+    /// Resets a connection nobody took and lets go of it.
+    fn abort(&mut self, handle: ConnectionHandle) {
+        if let Some(conn) = self.endpoint.connection_mut(handle) {
+            conn.reset();
+        }
+        self.release(handle);
+    }
+
+    /// A connection the driver accepted: to the application once the
+    /// initiator has confirmed the handshake, or at once when the SYN
+    /// brought data to answer (the answer stays within the engine's
+    /// anti-amplification limit until confirmation).
+    pub(crate) fn on_accepted(
+        &mut self,
+        handle: ConnectionHandle,
+        backlog: usize,
+        out: &mut Vec<Waker>,
+    ) {
+        self.track(handle);
+        let has_data = self.endpoint.connection(handle).is_some_and(|c| c.readable_bytes() > 0);
+        if has_data {
+            self.queue_accepted(handle, backlog, out);
+        } else {
+            self.handshaking.insert(handle);
+        }
+    }
+
+    /// A datagram reached `handle`: if it confirmed a handshake, the
+    /// connection joins the accept queue now, before the next datagram of
+    /// the batch (a SYN right behind the confirmation sees the queue as it
+    /// is).
+    pub(crate) fn on_datagram(
+        &mut self,
+        handle: ConnectionHandle,
+        backlog: usize,
+        out: &mut Vec<Waker>,
+    ) {
+        if self.handshaking.is_empty() || !self.handshaking.contains(&handle) {
+            return;
+        }
+        let confirmed =
+            self.endpoint.connection(handle).is_some_and(|c| !c.is_half_open() && !c.is_closed());
+        if confirmed {
+            self.handshaking.remove(&handle);
+            self.queue_accepted(handle, backlog, out);
+        }
+    }
+
+    fn queue_accepted(&mut self, handle: ConnectionHandle, backlog: usize, out: &mut Vec<Waker>) {
+        if self.accept_queue.len() >= backlog {
+            debug!(?handle, "accept backlog full: resetting the new connection");
+            self.abort(handle);
+            return;
+        }
+        self.accept_queue.push_back(handle);
         self.accept_wakers.drain_into(out);
     }
 
@@ -175,8 +240,25 @@ impl Inner {
         &mut self,
         handle: ConnectionHandle,
         event: Event,
+        backlog: usize,
         out: &mut Vec<Waker>,
     ) {
+        if self.handshaking.contains(&handle) {
+            match event {
+                Event::Connected => {
+                    self.handshaking.remove(&handle);
+                    self.queue_accepted(handle, backlog, out);
+                }
+                Event::Closed => {
+                    // Evicted (SYN flood), expired or reset before the
+                    // handshake completed: nobody ever saw it.
+                    self.handshaking.remove(&handle);
+                    self.release(handle);
+                }
+                _ => {}
+            }
+            return;
+        }
         let Some(w) = self.wakers(handle) else { return };
         match event {
             Event::Connected => out.extend(w.connect.take()),

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::net::{ToSocketAddrs, UdpSocket};
 use tokio::sync::Notify;
 use tracing::{debug, Instrument};
-use utp_proto::{ConnectError, Endpoint, TransportConfig};
+use utp_proto::{ConnectError, Endpoint, EndpointStats, TransportConfig};
 
 use crate::config::Config;
 use crate::driver;
@@ -345,6 +345,25 @@ impl UtpSocket {
     #[must_use]
     pub fn connection_count(&self) -> usize {
         self.shared().inner.lock().endpoint.connection_count()
+    }
+
+    /// The socket's counters: datagrams dropped and why (malformed, unknown
+    /// connection, a forged or stale ack number, a SYN that did not match
+    /// its connection), SYN-flood defence (half-open connections evicted
+    /// and expired, SYNs refused) and RESETs sent or held back by the rate
+    /// limit.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let socket = libp2p_utp::UtpSocket::bind("0.0.0.0:6881").await?;
+    /// let stats = socket.endpoint_stats();
+    /// println!("{} forged acks dropped", stats.dropped_bad_ack);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        self.shared().inner.lock().endpoint.stats().clone()
     }
 
     /// Waits for the next datagram that is not uTP; returns its bytes and

@@ -33,8 +33,23 @@ use sent_packets::{SentPacket, SentPackets};
 use timer::{Timer, TimerTable};
 
 /// How far behind the oldest unacknowledged packet an acknowledgement may
-/// be and still be taken as genuine (reordered ACKs, keepalives).
-const ACK_BACKLOG: u16 = 1024;
+/// be and still be taken as genuine (a reordered ACK, libutp's keepalive):
+/// libutp's `ACK_NR_ALLOWED_WINDOW`. Everything older, and anything newer
+/// than the last packet sent, is dropped before its type is looked at, so a
+/// blind attacker must guess an ack within the packets actually in flight
+/// plus this slack.
+const ACK_SLACK: u16 = 3;
+
+/// Before the initiator has proven that it receives our packets, an
+/// acceptor sends at most this many times the bytes it received from it
+/// (QUIC's anti-amplification rule, RFC 9000 section 8.1).
+const AMPLIFICATION_FACTOR: usize = 3;
+
+/// A connection that received nothing valid for this long may be replaced
+/// by a new SYN with its id: the peer most likely restarted (libutp's ids
+/// and sequence numbers repeat from process to process). Shorter than
+/// libutp's SYN retry (3 s), so its second SYN gets through.
+const STALE_AFTER: Duration = Duration::from_secs(2);
 
 /// Shortest linger after both FINs are acknowledged.
 const TIME_WAIT_MIN: Duration = Duration::from_secs(4);
@@ -127,7 +142,9 @@ pub enum ReadError {
 /// Something the application may want to act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Event {
-    /// The handshake completed (initiator: SYN-ACK received).
+    /// The handshake completed: the initiator received the SYN-ACK, or the
+    /// acceptor received the initiator's acknowledgement of it (until then
+    /// an acceptor sends at most three times what it received).
     Connected,
     /// Data (or the end of the stream) can be read.
     Readable,
@@ -141,6 +158,20 @@ pub enum Event {
 
 const EVENTS: [Event; 5] =
     [Event::Connected, Event::Readable, Event::Writable, Event::Finished, Event::Closed];
+
+/// What a connection made of a packet routed to it (for the endpoint's
+/// counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PacketVerdict {
+    /// Taken (it may have changed state).
+    Accepted,
+    /// Its ack number is out of range: dropped, nothing changed.
+    BadAck,
+    /// A SYN that is not this connection's handshake: nothing changed.
+    StaleSyn,
+    /// The connection is closed: nothing changed.
+    Closed,
+}
 
 /// The connection's lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,7 +243,8 @@ pub struct Connection {
     timeouts_unanswered: u32,
     peer_wnd: usize,
     /// The largest window the peer has advertised: no packet carries more
-    /// (a peer with a small receive buffer drops what can never fit).
+    /// (a packet larger than the peer's whole window would only ever go as
+    /// a zero-window probe, one per retransmission timeout).
     max_peer_wnd: usize,
     dup_acks: u32,
     /// Losses of packets before this number belong to a loss event already
@@ -237,6 +269,8 @@ pub struct Connection {
     keepalive_pending: bool,
     /// Window we last advertised.
     advertised_wnd: usize,
+    /// The largest DATA packet the peer sent (header and payload).
+    peer_packet: usize,
     /// Our latest measurement of the peer's packets' delay, echoed in
     /// `timestamp_difference` of everything we send.
     reply_micro: u32,
@@ -246,6 +280,12 @@ pub struct Connection {
     /// Acceptor: the sequence number of our SYN-ACK, and whether one is due.
     syn_ack_seq: SeqNr,
     syn_ack_pending: bool,
+    /// Acceptor before confirmation: bytes received from the peer (its SYNs)
+    /// and bytes sent to it, for the anti-amplification limit.
+    unconfirmed_received: usize,
+    unconfirmed_sent: usize,
+    /// The application let go of the connection: nobody reads any more.
+    released: bool,
     /// Extensions offered (initiator) or requested by the peer (acceptor).
     offered: ExtFlags,
     negotiated: ExtFlags,
@@ -259,6 +299,8 @@ pub struct Connection {
     error: Option<ConnectionError>,
     events: u8,
     last_send: Instant,
+    /// When the last validated packet arrived.
+    last_recv: Instant,
     stats: Stats,
 }
 
@@ -320,6 +362,7 @@ impl Connection {
         now: Instant,
         remote: SocketAddr,
         syn: &Repr<'_>,
+        syn_len: usize,
         syn_ack_seq: SeqNr,
     ) -> Self {
         let recv_id = syn.connection_id.wrapping_add(1);
@@ -329,6 +372,7 @@ impl Connection {
         conn.syn_seq = syn.seq_nr;
         conn.syn_ack_seq = syn_ack_seq;
         conn.syn_ack_pending = true;
+        conn.unconfirmed_received = syn_len;
         conn.recv.set_ack_nr(syn.seq_nr);
         conn.peer_wnd = syn.wnd_size as usize;
         conn.max_peer_wnd = conn.peer_wnd;
@@ -345,7 +389,8 @@ impl Connection {
             }
         }
         conn.on_timestamp(now, syn.timestamp);
-        conn.timers.set(Timer::Connect, now + conn.config.connect_timeout);
+        // Half-open: a short life (the endpoint also bounds how many).
+        conn.timers.set(Timer::Connect, now + conn.config.half_open_timeout);
         debug!(remote = %remote, recv_id, negotiated = conn.negotiated.0, "accepted SYN");
         conn
     }
@@ -399,10 +444,14 @@ impl Connection {
             ack_pending: false,
             keepalive_pending: false,
             advertised_wnd: 0,
+            peer_packet: 0,
             reply_micro: 0,
             syn_seq: SeqNr(0),
             syn_ack_seq: SeqNr(0),
             syn_ack_pending: false,
+            unconfirmed_received: 0,
+            unconfirmed_sent: 0,
+            released: false,
             offered: ExtFlags::NONE,
             negotiated: ExtFlags::NONE,
             fin_seq: None,
@@ -411,6 +460,7 @@ impl Connection {
             error: None,
             events: 0,
             last_send: now,
+            last_recv: now,
             stats: Stats::default(),
             config,
         }
@@ -448,6 +498,30 @@ impl Connection {
     #[must_use]
     pub fn is_connected(&self) -> bool {
         !matches!(self.state, State::SynSent) && self.error.is_none()
+    }
+
+    /// `true` while an accepted connection waits for the initiator to
+    /// confirm the handshake (acknowledge the SYN-ACK). Until then it sends
+    /// at most three times the bytes the initiator sent.
+    #[must_use]
+    pub fn is_half_open(&self) -> bool {
+        self.state == State::SynRecv
+    }
+
+    /// Whether a SYN with this connection's ids may replace it: it is
+    /// lingering after a complete close, or the peer sent nothing valid for
+    /// [`STALE_AFTER`] (a restarted peer redialling with the same id).
+    pub(crate) fn is_replaceable(&self, now: Instant) -> bool {
+        self.state == State::TimeWait
+            || now.saturating_duration_since(self.last_recv) >= STALE_AFTER
+    }
+
+    /// Ends the connection silently: a new connection from the same peer
+    /// and id takes its place (a RESET would reach the new one).
+    pub(crate) fn replace(&mut self) {
+        debug!(remote = %self.remote, "replaced by a new SYN with the same id");
+        self.reset_pending = false;
+        self.close(Some(ConnectionError::Reset));
     }
 
     /// `true` once nothing more will be sent or received.
@@ -550,7 +624,8 @@ impl Connection {
     }
 
     /// Reads in-order bytes. `Ok(0)` means the peer finished sending and
-    /// everything was read.
+    /// everything was read. After [`Connection::reset`] it fails with
+    /// [`ConnectionError::LocallyReset`] (unread data was discarded).
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, ReadError> {
         if buf.is_empty() {
             return Ok(0);
@@ -560,6 +635,11 @@ impl Connection {
             self.stats.bytes_read += n as u64;
             self.maybe_window_update();
             return Ok(n);
+        }
+        // After our own reset the truth is an error, never a clean end: the
+        // unread data was discarded.
+        if self.error == Some(ConnectionError::LocallyReset) {
+            return Err(ConnectionError::LocallyReset.into());
         }
         if self.recv.is_eof() {
             return Ok(0);
@@ -591,7 +671,11 @@ impl Connection {
     /// (nearly) closed.
     fn maybe_window_update(&mut self) {
         let wnd = self.recv.window();
-        let size = self.packet_size();
+        // Room for the peer's next packet: as large as ours or the largest
+        // it sent (its path MTU may exceed ours), but at most half the
+        // buffer, or a buffer smaller than a packet would never reopen and
+        // the peer would wait for its persist timer each time.
+        let size = self.packet_size().max(self.peer_packet).min(self.recv.capacity() / 2).max(1);
         if self.advertised_wnd < size && wnd >= size {
             self.ack_pending = true;
         }
@@ -603,6 +687,28 @@ impl Connection {
             // The close timer starts when the FIN goes out.
             self.local_fin = LocalFin::Requested;
         }
+    }
+
+    /// The application let go of the connection: nothing will be read any
+    /// more. What was written is still delivered (a FIN follows it); data
+    /// that arrives is acknowledged and dropped, and once our FIN is
+    /// acknowledged the peer has `close_timeout` to finish its side too
+    /// before a RESET ends the connection. So a released connection holds no
+    /// receive buffer and lives a bounded time, whatever the peer does.
+    pub(crate) fn release(&mut self, now: Instant) {
+        self.released = true;
+        self.recv.drop_readable();
+        self.shutdown();
+        if self.state == State::Established && self.local_fin == LocalFin::Acked {
+            self.timers.set(Timer::Close, now + self.config.close_timeout);
+        }
+    }
+
+    /// Drops a half-open connection to make room (SYN flood defence):
+    /// nothing is sent to an address that never proved it receives.
+    pub(crate) fn evict(&mut self) {
+        debug!(remote = %self.remote, "half-open connection evicted");
+        self.close(Some(ConnectionError::TimedOut));
     }
 
     /// Aborts: sends a RESET and closes at once.
@@ -678,6 +784,10 @@ impl Connection {
                     State::Closed => {}
                     _ => {
                         debug!(remote = %self.remote, "close timed out waiting for the peer");
+                        if self.released && self.state == State::Established {
+                            // Tell a peer that still sends that nobody reads.
+                            self.reset_pending = true;
+                        }
                         self.close(Some(ConnectionError::TimedOut));
                     }
                 },
@@ -696,7 +806,9 @@ impl Connection {
     }
 
     fn on_retransmit_timeout(&mut self, now: Instant) {
-        if self.sent.is_empty() || self.state == State::Closed {
+        // Before the initiator is confirmed nothing is sent again: its
+        // address may be a victim's (the timer restarts on confirmation).
+        if self.sent.is_empty() || matches!(self.state, State::Closed | State::SynRecv) {
             return;
         }
         self.timeouts_in_row += 1;
@@ -711,6 +823,9 @@ impl Connection {
         }
         trace!(remote = %self.remote, n = self.timeouts_in_row, "retransmission timeout");
         self.stats.mtu_probes_lost += u64::from(self.mtu.on_timeout(now));
+        if self.timeouts_in_row >= 2 && self.mtu.on_black_hole(now) {
+            debug!(remote = %self.remote, size = self.packet_size(), "path MTU black hole?");
+        }
         self.sent.mark_all_lost();
         self.fast_resend_from = self.sent.first_seq();
         self.cc.on_timeout(now);
@@ -788,39 +903,54 @@ impl Connection {
         }
     }
 
-    /// Handles a packet the endpoint routed to this connection.
-    pub(crate) fn handle_packet(&mut self, now: Instant, pkt: &Repr<'_>) {
+    /// Handles a packet the endpoint routed to this connection. `len` is
+    /// the datagram's length (for the anti-amplification limit).
+    pub(crate) fn handle_packet(
+        &mut self,
+        now: Instant,
+        pkt: &Repr<'_>,
+        len: usize,
+    ) -> PacketVerdict {
         if self.state == State::Closed {
-            return;
+            return PacketVerdict::Closed;
         }
-        self.stats.packets_received += 1;
-        self.timers.set(Timer::Idle, now + self.config.idle_timeout);
 
         if pkt.packet_type == PacketType::Syn {
-            // A retransmitted SYN: answer with the identical SYN-ACK.
+            // A retransmitted SYN: answer with the identical SYN-ACK. It
+            // proves nothing (whoever sent the first one knows its fields),
+            // so it refreshes no timer; it does earn its answer's bytes.
             if self.state == State::SynRecv && pkt.seq_nr == self.syn_seq {
+                self.unconfirmed_received += len;
                 self.syn_ack_pending = true;
+                // The initiator is still trying (its SYN-ACK was lost): the
+                // half-open life runs from its latest SYN. The endpoint's
+                // bound on half-open connections holds whatever SYNs come.
+                self.timers.set(Timer::Connect, now + self.config.half_open_timeout);
+                return PacketVerdict::Accepted;
             }
-            return;
+            self.stats.invalid_packets += 1;
+            return PacketVerdict::StaleSyn;
         }
 
         if self.state == State::SynSent {
-            self.handle_syn_sent(now, pkt);
-            return;
+            return self.handle_syn_sent(now, pkt);
         }
 
         // Validate the acknowledgement before looking at the type: a RESET
-        // with a made-up ack number is ignored like anything else.
-        let oldest = self.sent.first_seq() - 1 - ACK_BACKLOG;
-        if !pkt.ack_nr.in_range(oldest, self.sent.next_seq()) {
+        // with a made-up ack number is ignored like anything else. Only a
+        // validated packet refreshes a timer.
+        if !self.ack_acceptable(pkt) {
             self.stats.invalid_packets += 1;
             trace!(remote = %self.remote, ack = %pkt.ack_nr, "ack out of range");
-            return;
+            return PacketVerdict::BadAck;
         }
+        self.stats.packets_received += 1;
+        self.last_recv = now;
+        self.timers.set(Timer::Idle, now + self.config.idle_timeout);
 
         if pkt.packet_type == PacketType::Reset {
             self.handle_reset(pkt);
-            return;
+            return PacketVerdict::Accepted;
         }
 
         self.on_timestamp(now, pkt.timestamp);
@@ -831,15 +961,23 @@ impl Connection {
             self.peer_wnd = pkt.wnd_size as usize;
             self.max_peer_wnd = self.max_peer_wnd.max(self.peer_wnd);
         }
-        if self.peer_wnd > 0 {
-            self.timers.stop(Timer::Persist);
-        }
 
         if self.state == State::SynRecv {
-            // The initiator got our SYN-ACK: the handshake is confirmed.
+            // The initiator got our SYN-ACK: the handshake is confirmed, and
+            // the anti-amplification limit lifts.
+            debug!(remote = %self.remote, "handshake confirmed");
             self.state = State::Established;
             self.timers.stop(Timer::Connect);
             self.syn_ack_pending = false;
+            self.set_event(Event::Connected);
+            if !self.sent.is_empty() {
+                // Data sent before confirmation was not retransmitted:
+                // its timer runs from here, and so does a FIN's.
+                self.timers.set(Timer::Retransmit, now + self.rto());
+                if let LocalFin::Sent(_) = self.local_fin {
+                    self.timers.set(Timer::Close, now + self.config.close_timeout);
+                }
+            }
             self.start_mtu(now);
         }
 
@@ -855,11 +993,15 @@ impl Connection {
                 };
                 let payload = if fin { &[][..] } else { pkt.payload };
                 self.stats.bytes_received += payload.len() as u64;
+                self.peer_packet = self.peer_packet.max(HEADER_LEN + payload.len());
                 let was_eof = self.recv.is_eof();
                 match self.recv.insert(pkt.seq_nr, payload, meta, fin) {
                     Arrival::InOrder => self.set_event(Event::Readable),
                     Arrival::Duplicate => self.stats.duplicate_packets += 1,
                     Arrival::OutOfOrder | Arrival::Dropped => {}
+                }
+                if self.released {
+                    self.recv.drop_readable();
                 }
                 if !was_eof && self.recv.is_eof() {
                     debug!(remote = %self.remote, "peer finished sending");
@@ -870,21 +1012,43 @@ impl Connection {
             PacketType::State | PacketType::Syn | PacketType::Reset => {}
         }
         self.check_time_wait(now);
+        PacketVerdict::Accepted
     }
 
-    fn handle_syn_sent(&mut self, now: Instant, pkt: &Repr<'_>) {
+    /// Whether `pkt`'s ack number is one the peer can truly have: the
+    /// newest packet we sent, or older by at most the packets in flight and
+    /// [`ACK_SLACK`] (libutp's rule). Before the initiator confirmed the
+    /// handshake only an ack of our SYN-ACK (or of data sent since) counts.
+    /// A RESET may also carry our next sequence number: that is how libutp
+    /// and libtorrent answer a STATE or keepalive (which carries it) for a
+    /// connection they no longer know.
+    fn ack_acceptable(&self, pkt: &Repr<'_>) -> bool {
+        let next = self.sent.next_seq();
+        let slack = if self.state == State::SynRecv { 0 } else { ACK_SLACK };
+        let oldest = self.sent.first_seq() - 1 - slack;
+        pkt.ack_nr.in_range(oldest, next)
+            || (pkt.packet_type == PacketType::Reset
+                && self.state != State::SynRecv
+                && pkt.ack_nr == next)
+    }
+
+    fn handle_syn_sent(&mut self, now: Instant, pkt: &Repr<'_>) -> PacketVerdict {
+        // Only an acknowledgement of our SYN counts.
         if pkt.ack_nr != self.syn_seq {
             self.stats.invalid_packets += 1;
-            return;
+            return PacketVerdict::BadAck;
         }
+        self.stats.packets_received += 1;
+        self.last_recv = now;
+        self.timers.set(Timer::Idle, now + self.config.idle_timeout);
         match pkt.packet_type {
             PacketType::State => {}
             PacketType::Reset => {
                 debug!(remote = %self.remote, "connection refused");
                 self.close(Some(ConnectionError::Refused));
-                return;
+                return PacketVerdict::Accepted;
             }
-            _ => return,
+            _ => return PacketVerdict::Accepted,
         }
         self.negotiated = if self.offered.is_empty() {
             ExtFlags::NONE
@@ -926,6 +1090,7 @@ impl Connection {
         self.set_event(Event::Connected);
         self.set_event(Event::Writable);
         debug!(remote = %self.remote, negotiated = self.negotiated.0, "connected");
+        PacketVerdict::Accepted
     }
 
     fn handle_reset(&mut self, pkt: &Repr<'_>) {
@@ -974,6 +1139,16 @@ impl Connection {
             });
             let lowest_unacked = self.sent.front().map_or(self.send_buf.unsent(), |p| p.offset);
             self.send_buf.ack_to(lowest_unacked);
+            // Markers behind the cumulative ACK follow it: left behind, they
+            // would compare as ahead once the sequence numbers wrap past them
+            // (half the space, ~45 MB later) and disable fast retransmit.
+            let first = self.sent.first_seq();
+            if self.fast_resend_from.is_before(first) {
+                self.fast_resend_from = first;
+            }
+            if self.recovery_end.is_some_and(|end| !first.is_before(end)) {
+                self.recovery_end = None;
+            }
             self.tail_probed = false;
             self.dup_acks = 0;
             self.timeouts_in_row = 0;
@@ -1002,12 +1177,16 @@ impl Connection {
         if let Some(bits) = pkt.extensions.sack() {
             let mut newest_sacked: Option<Instant> = None;
             for seq in SackIter::new(pkt.ack_nr, bits) {
-                if let Some(p) = self.sent.sack(seq) {
+                if let Some((p, first_time)) = self.sent.sack(seq) {
                     self.mtu.on_acked(now, seq);
                     newest_sacked = newest_sacked.max(Some(p.time_sent));
-                    acked += p.size();
-                    if p.transmissions == 1 {
-                        sample = Some(now.saturating_duration_since(p.time_sent));
+                    // Selectively acknowledged again after a renege: its
+                    // bytes were credited to the window the first time.
+                    if first_time {
+                        acked += p.size();
+                        if p.transmissions == 1 {
+                            sample = Some(now.saturating_duration_since(p.time_sent));
+                        }
                     }
                     window_limited |= p.window_limited;
                 }
@@ -1065,8 +1244,14 @@ impl Connection {
         if fin_acked {
             debug!(remote = %self.remote, "our FIN was acknowledged");
             self.local_fin = LocalFin::Acked;
-            // Half-closed: the peer may go on sending for as long as it likes.
-            self.timers.stop(Timer::Close);
+            if self.released {
+                // Nobody reads: the peer gets a bounded time to finish.
+                self.timers.set(Timer::Close, now + self.config.close_timeout);
+            } else {
+                // Half-closed: the peer may go on sending for as long as it
+                // likes.
+                self.timers.stop(Timer::Close);
+            }
             self.set_event(Event::Finished);
         }
         if progressed || acked > 0 {
@@ -1154,7 +1339,8 @@ impl Connection {
         self.mtu.set_known(size, until);
     }
 
-    /// The path MTU found by a search that just ended (taken once).
+    /// The path MTU found by a search that just ended, or lowered after a
+    /// suspected black hole (taken once).
     pub(crate) fn take_path_mtu(&mut self) -> Option<usize> {
         self.mtu.take_result()
     }
@@ -1210,14 +1396,19 @@ impl Connection {
     /// lost.
     fn window_allows(&mut self, now: Instant, payload: usize, paced: bool) -> bool {
         let in_flight = self.sent.bytes_in_flight();
-        let mut peer_wnd = self.peer_wnd;
-        if self.state == State::SynRecv {
-            peer_wnd = peer_wnd.min(self.config.pre_confirm_limit);
+        if self.amplification_room().is_some_and(|room| payload + HEADER_LEN > room) {
+            return false;
         }
         // One packet may always be in flight, however small the window is
         // next to the packet size (which path MTU discovery can raise).
         let cwnd_ok = in_flight == 0 || in_flight + payload + HEADER_LEN <= self.cc.window();
-        let peer_ok = self.sent.payload_in_flight() + payload <= peer_wnd;
+        let peer_ok = self.sent.payload_in_flight() + payload <= self.peer_wnd;
+        if peer_ok {
+            // Only a window that takes the packet ends the wait: ACKs with
+            // a window open but too small for it (keepalives, say) would
+            // otherwise push the probe back forever.
+            self.timers.stop(Timer::Persist);
+        }
         if cwnd_ok && peer_ok {
             if !paced || !self.config.pacing {
                 // Retransmissions are not held back: recovery comes first.
@@ -1245,6 +1436,14 @@ impl Connection {
         false
     }
 
+    /// Bytes that may still be sent before the initiator is confirmed
+    /// (`None`: no limit, the peer proved its address).
+    fn amplification_room(&self) -> Option<usize> {
+        (self.state == State::SynRecv).then(|| {
+            (self.unconfirmed_received * AMPLIFICATION_FACTOR).saturating_sub(self.unconfirmed_sent)
+        })
+    }
+
     /// Writes the next datagram into `buf`; returns its length.
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.dont_fragment = false;
@@ -1270,9 +1469,6 @@ impl Connection {
         if self.syn_ack_pending
             || (self.state == State::SynRecv && (self.ack_pending || self.keepalive_pending))
         {
-            self.syn_ack_pending = false;
-            self.ack_pending = false;
-            self.keepalive_pending = false;
             let mut repr = self.header(now, PacketType::State, self.syn_ack_seq);
             let mut exts = Extensions::new();
             if !self.offered.is_empty() && !self.config.extensions.is_empty() {
@@ -1280,6 +1476,14 @@ impl Connection {
                     .push(Extension::ExtensionBits(Negotiation::new(self.negotiated).to_bits()));
             }
             repr.extensions = exts;
+            if self.amplification_room().is_some_and(|room| repr.buffer_len() > room) {
+                // Over the limit: wait for the initiator (a retransmitted
+                // SYN earns another answer).
+                return None;
+            }
+            self.syn_ack_pending = false;
+            self.ack_pending = false;
+            self.keepalive_pending = false;
             self.advertised_wnd = repr.wnd_size as usize;
             return self.finish_emit(now, &repr, buf, 0);
         }
@@ -1388,6 +1592,9 @@ impl Connection {
 
     /// Forms and sends a new DATA packet, or the FIN.
     fn transmit_new(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        if self.sent.outstanding() >= self.config.max_packets_in_flight.clamp(1, 16_384) {
+            return None;
+        }
         if self.send_buf.has_unsent() {
             let probe = self.probe_plan(now, buf.len());
             let limit = match probe {
@@ -1397,6 +1604,14 @@ impl Connection {
             let mut max_seg = limit - HEADER_LEN;
             if self.max_peer_wnd > 0 {
                 max_seg = max_seg.min(self.max_peer_wnd);
+            }
+            if let Some(room) = self.amplification_room() {
+                // Before confirmation: what fits the limit leaves now (the
+                // start of a response to SYN data), the rest afterwards.
+                max_seg = max_seg.min(room.saturating_sub(HEADER_LEN));
+                if max_seg == 0 {
+                    return None;
+                }
             }
             let seg = self.send_buf.peek_segment(max_seg)?;
             let in_flight = self.sent.bytes_in_flight();
@@ -1460,7 +1675,10 @@ impl Connection {
             });
             self.local_fin = LocalFin::Sent(seq);
             self.fin_seq = Some(seq);
-            self.timers.set(Timer::Close, now + self.config.close_timeout);
+            // Before confirmation the half-open timer bounds the wait.
+            if self.state != State::SynRecv {
+                self.timers.set(Timer::Close, now + self.config.close_timeout);
+            }
             debug!(remote = %self.remote, seq = %seq, "sending FIN");
             return self.emit_data(now, PacketType::Fin, seq, 0, 0, None, buf);
         }
@@ -1552,6 +1770,9 @@ impl Connection {
     }
 
     fn account_sent(&mut self, now: Instant, size: usize, payload_len: usize) -> Option<usize> {
+        if self.state == State::SynRecv {
+            self.unconfirmed_sent += size;
+        }
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += payload_len as u64;
         self.last_send = now;

@@ -99,10 +99,14 @@ pub(crate) struct PathMtu {
     round: Vec<usize>,
     /// Probes sent and not yet resolved.
     in_flight: Vec<(SeqNr, usize)>,
-    /// A search ended: the endpoint may remember the result.
+    /// The size the connection was configured to start at: where a
+    /// suspected black hole sends it back.
+    base: usize,
+    /// A search ended (or a black hole lowered the size): the endpoint may
+    /// remember the result.
     result: Option<usize>,
     /// A size remembered for this destination and until when it holds:
-    /// taken as found when the search would start.
+    /// probed first (alone) when the search would start.
     known: Option<(usize, Instant)>,
 }
 
@@ -123,6 +127,7 @@ impl PathMtu {
             state: State::Idle,
             round: Vec::new(),
             in_flight: Vec::new(),
+            base: initial,
             result: None,
             known: None,
         }
@@ -133,8 +138,9 @@ impl PathMtu {
         self.current
     }
 
-    /// A size remembered for this destination, valid until `until`: taken
-    /// as found by [`PathMtu::start`] instead of a search.
+    /// A size remembered for this destination, valid until `until`:
+    /// [`PathMtu::start`] confirms it with a single probe instead of a
+    /// search.
     pub(crate) fn set_known(&mut self, size: usize, until: Instant) {
         self.known = Some((size, until));
     }
@@ -155,12 +161,24 @@ impl PathMtu {
         self.ceiling = ceiling;
         if let Some((size, until)) = self.known.take() {
             let size = size.clamp(self.lo, ceiling);
-            self.current = size;
-            self.lo = size;
-            self.initial = size;
-            self.hi = ceiling;
-            self.state = State::Done(until.max(now));
-            return true;
+            if size <= self.current {
+                // Nothing to gain above the starting size: no search.
+                self.current = size;
+                self.lo = self.lo.min(size);
+                self.initial = size;
+                self.hi = ceiling;
+                self.state = State::Done(until.max(now));
+                return true;
+            }
+            // A larger size remembered for this destination is confirmed
+            // by one probe before packets take it: the path may have shrunk
+            // since, and packets already sent at a size that no longer
+            // passes could only get through fragmented. Lost, the probe
+            // starts an ordinary search below it.
+            self.hi = size;
+            self.state = State::Searching;
+            self.round = vec![size];
+            return false;
         }
         self.hi = ceiling;
         self.begin_search(now);
@@ -264,6 +282,27 @@ impl PathMtu {
             self.fail(now, size);
         }
         n
+    }
+
+    /// Retransmission timeouts in a row while packets were larger than the
+    /// size the connection started at: the path may have shrunk (or a size
+    /// remembered for the destination was wrong). New packets go back to
+    /// the starting size, no search runs until the interval has passed, and
+    /// the lowered size is reported so that the endpoint's memory of the
+    /// destination comes down too. Returns whether it lowered anything.
+    pub(crate) fn on_black_hole(&mut self, now: Instant) -> bool {
+        if self.current <= self.base {
+            return false;
+        }
+        self.round.clear();
+        self.in_flight.clear();
+        self.current = self.base;
+        self.initial = self.base;
+        self.lo = self.lo.min(self.base);
+        self.hi = self.base;
+        self.state = State::Done(now + self.interval);
+        self.result = Some(self.base);
+        true
     }
 
     /// Sizes above `max` cannot be sent (the caller's buffer is smaller).

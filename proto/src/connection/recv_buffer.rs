@@ -82,6 +82,10 @@ impl RecvBuffer {
         }
     }
 
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub(crate) fn ack_nr(&self) -> SeqNr {
         self.ack_nr
     }
@@ -135,13 +139,15 @@ impl RecvBuffer {
         }
         // Bound memory: the buffer may exceed its capacity by one packet at
         // most (a zero-window probe, or a sender rounding up to a packet).
+        // A packet larger than the slack (path MTU discovery and large
+        // packets go up to 64 KiB) fits while the window is open: dropped
+        // every time, it could never get through.
         // The next in-order packet always gets room if out-of-order data
         // holds it: the furthest held packets are dropped for it (they will
         // be sent again), or the gap could never close.
-        let limit = self.capacity + MAX_PACKET_SLACK;
         let cost = payload.len() + meta.map_or(0, |m| message_end_cost(m.len()));
         if index == 0 {
-            while self.used() + cost > limit {
+            while !self.fits(cost) {
                 match self.held.pop_back() {
                     Some(Some(h)) => self.held_bytes -= h.cost(),
                     Some(None) => {}
@@ -149,7 +155,7 @@ impl RecvBuffer {
                 }
             }
         }
-        if self.used() + cost > limit {
+        if !self.fits(cost) {
             return Arrival::Dropped;
         }
         if fin {
@@ -182,6 +188,12 @@ impl RecvBuffer {
         }
     }
 
+    /// Room for a packet that takes `cost`: up to the slack past the
+    /// capacity, or any packet while the window is open.
+    fn fits(&self, cost: usize) -> bool {
+        self.used() + cost <= self.capacity + MAX_PACKET_SLACK || self.used() < self.capacity
+    }
+
     /// Delivers SYN data: the first bytes of the stream, before any packet.
     pub(crate) fn deliver_syn_data(&mut self, payload: &[u8]) {
         self.data.extend(payload);
@@ -201,12 +213,21 @@ impl RecvBuffer {
         }
     }
 
-    /// Drops everything received and not yet read (local abort).
+    /// Drops everything received and not yet read, and frees the memory
+    /// (local abort).
     pub(crate) fn discard(&mut self) {
-        self.data.clear();
-        self.held.clear();
+        self.drop_readable();
+        self.held = VecDeque::new();
         self.held_bytes = 0;
-        self.boundaries.clear();
+    }
+
+    /// Drops the in-order bytes and message ends nobody will read (the
+    /// application let go of the connection) and frees their memory.
+    /// Sequence tracking goes on: what arrives is still acknowledged.
+    pub(crate) fn drop_readable(&mut self) {
+        self.read_offset += self.data.len() as u64;
+        self.data = VecDeque::new();
+        self.boundaries = VecDeque::new();
         self.boundary_bytes = 0;
     }
 

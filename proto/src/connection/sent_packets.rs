@@ -145,13 +145,15 @@ impl SentPackets {
     }
 
     /// Marks a packet selectively acknowledged; returns it if it was not
-    /// already.
-    pub(crate) fn sack(&mut self, seq: SeqNr) -> Option<&SentPacket> {
+    /// already, and whether this is its first selective ACK ever (`false`
+    /// after a renege).
+    pub(crate) fn sack(&mut self, seq: SeqNr) -> Option<(&SentPacket, bool)> {
         let i = self.index(seq)?;
         let p = &mut self.packets[i];
         if p.sacked {
             return None;
         }
+        let first_time = !p.sacked_once;
         if p.counts_in_flight() {
             self.bytes_in_flight -= p.size();
             self.payload_in_flight -= p.window_bytes();
@@ -162,7 +164,7 @@ impl SentPackets {
             p.lost = false;
             self.lost -= 1;
         }
-        Some(&self.packets[i])
+        Some((&self.packets[i], first_time))
     }
 
     /// The receiver reneged on a selective ACK: its cumulative ACK stops

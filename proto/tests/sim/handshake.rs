@@ -140,8 +140,9 @@ fn unknown_connection_gets_reset() {
     let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 15);
     let (ta, tb) = exchange(&mut sim, 1000, 1000, Duration::from_secs(5));
     // B forgets the connection entirely once released and drained.
-    sim.b.endpoint.release(tb.conn);
-    sim.a.endpoint.release(ta.conn);
+    let now = sim.now;
+    sim.b.endpoint.release(now, tb.conn);
+    sim.a.endpoint.release(now, ta.conn);
     sim.run_for(Duration::from_secs(30));
     assert_eq!(sim.b.endpoint.connection_count(), 0);
     assert_eq!(sim.a.endpoint.connection_count(), 0);

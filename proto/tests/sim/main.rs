@@ -10,6 +10,7 @@ mod extensions;
 mod goodput;
 mod handshake;
 mod ledbat;
+mod livelock;
 mod mtu;
 mod scale;
 mod transfer;

@@ -1,8 +1,12 @@
 //! All the connections of one UDP socket.
 
+mod stats;
+
+pub use stats::EndpointStats;
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use tracing::{debug, trace};
 
 use crate::config::{EndpointConfig, TransportConfig};
-use crate::connection::{Connection, Event};
+use crate::connection::{Connection, Event, PacketVerdict};
 use crate::wire::{Error as WireError, PacketType, Repr, SeqNr, Timestamp, HEADER_LEN};
 
 /// Identifies a connection of an [`Endpoint`]. Valid until the connection is
@@ -115,10 +119,20 @@ pub enum AcceptError {
 #[derive(Debug)]
 struct Slot {
     conn: Connection,
+    /// Tells this slot's connection from an earlier one in the same place.
+    serial: u64,
     released: bool,
     queued_send: bool,
     queued_event: bool,
     timeout: Option<Instant>,
+    /// Counted in [`Endpoint::half_open`] (an accepted connection whose
+    /// initiator has not confirmed the handshake yet).
+    half_open: bool,
+    /// Routed to by its (remote, recv id) key. A closed connection keeps
+    /// it (stray packets for it are dropped quietly, not answered with a
+    /// RESET) until it is freed or a new SYN from the peer wants the id
+    /// (libutp's ids repeat).
+    keyed: bool,
 }
 
 /// Most RESETs queued for sending.
@@ -126,6 +140,10 @@ const MAX_QUEUED_RESETS: usize = 64;
 
 /// Most destinations whose path MTU is remembered.
 const MAX_PATH_MTUS: usize = 4096;
+
+/// The timer heap is rebuilt without its stale entries once it holds more
+/// than this many per connection (plus a constant).
+const TIMER_HEAP_SLACK: usize = 4;
 
 /// The uTP endpoint: every connection over one UDP socket.
 ///
@@ -173,9 +191,16 @@ pub struct Endpoint {
     resets: VecDeque<(SocketAddr, u16, SeqNr, SeqNr)>,
     reset_tokens: f64,
     reset_refill: Instant,
-    dropped: u64,
-    /// Path MTUs found, per destination address, and until when they hold.
-    path_mtus: HashMap<IpAddr, (usize, Instant)>,
+    stats: EndpointStats,
+    /// Path MTUs found, per destination (address and port), and until when
+    /// they hold.
+    path_mtus: HashMap<SocketAddr, (usize, Instant)>,
+    /// Accepted connections still half-open, oldest first, by (slot,
+    /// serial); entries that completed or closed are skipped when met.
+    half_open_queue: VecDeque<(usize, u64)>,
+    /// Connections in `half_open_queue` that are still half-open.
+    half_open: usize,
+    next_serial: u64,
 }
 
 impl Endpoint {
@@ -203,8 +228,11 @@ impl Endpoint {
             resets: VecDeque::new(),
             reset_tokens,
             reset_refill: now,
-            dropped: 0,
+            stats: EndpointStats::default(),
             path_mtus: HashMap::new(),
+            half_open_queue: VecDeque::new(),
+            half_open: 0,
+            next_serial: 0,
         }
     }
 
@@ -221,10 +249,30 @@ impl Endpoint {
         self.live
     }
 
-    /// uTP datagrams dropped so far (malformed, unknown connection, limits).
+    /// uTP datagrams dropped so far, for any reason (see
+    /// [`Endpoint::stats`] for the reasons).
     #[must_use]
     pub fn dropped_datagrams(&self) -> u64 {
-        self.dropped
+        let s = &self.stats;
+        s.dropped_malformed
+            + s.dropped_unknown_connection
+            + s.dropped_bad_ack
+            + s.dropped_stale_syn
+            + s.syns_refused
+    }
+
+    /// Endpoint-wide counters: drops by reason, SYN-flood defence, RESETs.
+    #[must_use]
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    /// Accepted connections whose initiator has not yet confirmed the
+    /// handshake (bounded by `max_half_open`, together with SYNs handed out
+    /// as [`Incoming`] and not yet decided).
+    #[must_use]
+    pub fn half_open_count(&self) -> usize {
+        self.half_open
     }
 
     /// Starts a connection to `remote`. `syn_data` are the first bytes of
@@ -289,6 +337,11 @@ impl Endpoint {
             self.queue_reset_for(&incoming);
             return Err(AcceptError::TooManyConnections);
         }
+        while self.half_open + self.pending.len() >= self.config.max_half_open {
+            if !self.evict_oldest_half_open() {
+                break;
+            }
+        }
         if self.by_key.contains_key(&(incoming.remote, incoming.syn_id.wrapping_add(1))) {
             return Err(AcceptError::IdInUse);
         }
@@ -303,9 +356,71 @@ impl Endpoint {
             now,
             incoming.remote,
             &syn,
+            incoming.syn.len(),
             syn_ack_seq,
         );
-        Ok(self.insert(conn))
+        let handle = self.insert(conn);
+        if let Some(Some(slot)) = self.slots.get_mut(handle.0) {
+            slot.half_open = true;
+            self.half_open += 1;
+            self.half_open_queue.push_back((handle.0, slot.serial));
+        }
+        Ok(handle)
+    }
+
+    /// Closes the oldest half-open connection (silently: its initiator,
+    /// if real, sends its SYN again and gets a new one). Returns whether
+    /// there was one.
+    fn evict_oldest_half_open(&mut self) -> bool {
+        while let Some((index, serial)) = self.half_open_queue.pop_front() {
+            let Some(Some(slot)) = self.slots.get_mut(index) else { continue };
+            if slot.serial != serial || !slot.half_open {
+                continue;
+            }
+            slot.conn.evict();
+            slot.half_open = false;
+            self.half_open -= 1;
+            self.stats.half_open_evicted += 1;
+            trace!(remote = %slot.conn.remote(), "half-open connection evicted");
+            self.touch(index);
+            return true;
+        }
+        false
+    }
+
+    /// Stops routing packets to a connection (closed, or replaced).
+    fn unkey(&mut self, index: usize) {
+        let Some(Some(slot)) = self.slots.get_mut(index) else { return };
+        if slot.keyed {
+            slot.keyed = false;
+            let key = (slot.conn.remote(), slot.conn.recv_id());
+            if self.by_key.get(&key) == Some(&index) {
+                self.by_key.remove(&key);
+            }
+        }
+    }
+
+    /// Keeps the half-open count true once a connection left the handshake
+    /// (confirmed, expired, reset).
+    fn sync_slot(&mut self, index: usize) {
+        let Some(Some(slot)) = self.slots.get_mut(index) else { return };
+        if slot.half_open && !slot.conn.is_half_open() {
+            slot.half_open = false;
+            self.half_open -= 1;
+            if slot.conn.error() == Some(crate::ConnectionError::TimedOut) {
+                self.stats.half_open_expired += 1;
+            }
+        }
+        // Forget completed entries at the front, so the queue holds about
+        // as many entries as there are half-open connections.
+        while let Some(&(i, serial)) = self.half_open_queue.front() {
+            match self.slots.get(i) {
+                Some(Some(s)) if s.serial == serial && s.half_open => break,
+                _ => {
+                    self.half_open_queue.pop_front();
+                }
+            }
+        }
     }
 
     /// Refuses an incoming connection with a RESET.
@@ -327,12 +442,21 @@ impl Endpoint {
 
     fn insert(&mut self, conn: Connection) -> ConnectionHandle {
         let mut conn = conn;
-        if let Some(&(size, until)) = self.path_mtus.get(&conn.remote().ip()) {
+        if let Some(&(size, until)) = self.path_mtus.get(&conn.remote()) {
             conn.set_known_path_mtu(size, until);
         }
         let key = (conn.remote(), conn.recv_id());
-        let slot =
-            Slot { conn, released: false, queued_send: false, queued_event: false, timeout: None };
+        self.next_serial += 1;
+        let slot = Slot {
+            conn,
+            serial: self.next_serial,
+            released: false,
+            queued_send: false,
+            queued_event: false,
+            timeout: None,
+            half_open: false,
+            keyed: true,
+        };
         let index = match self.free.pop() {
             Some(i) => {
                 self.slots[i] = Some(slot);
@@ -366,19 +490,22 @@ impl Endpoint {
     }
 
     /// The application is done with a connection. An open one is shut down
-    /// gracefully (FIN after the data already written); it is forgotten once
-    /// closed.
-    pub fn release(&mut self, handle: ConnectionHandle) {
+    /// gracefully (FIN after the data already written); what arrives from
+    /// now on is acknowledged and dropped, and a peer that does not finish
+    /// within `close_timeout` of our FIN's acknowledgement is reset. It is
+    /// forgotten once closed.
+    pub fn release(&mut self, now: Instant, handle: ConnectionHandle) {
         let Some(Some(slot)) = self.slots.get_mut(handle.0) else { return };
         slot.released = true;
         if !slot.conn.is_closed() {
-            slot.conn.shutdown();
+            slot.conn.release(now);
         }
         self.touch(handle.0);
     }
 
     /// Queues a connection for transmit and event polling.
     fn touch(&mut self, index: usize) {
+        self.sync_slot(index);
         if let Some(Some(slot)) = self.slots.get_mut(index) {
             if !slot.queued_send {
                 slot.queued_send = true;
@@ -393,11 +520,11 @@ impl Endpoint {
 
     /// Re-reads a connection's timeout; frees it when drained and released.
     fn reschedule(&mut self, index: usize) {
+        self.sync_slot(index);
         let Some(Some(slot)) = self.slots.get_mut(index) else { return };
         if slot.released && slot.conn.is_drained() && !slot.queued_send && !slot.queued_event {
-            let key = (slot.conn.remote(), slot.conn.recv_id());
-            trace!(remote = %key.0, id = key.1, "connection freed");
-            self.by_key.remove(&key);
+            trace!(remote = %slot.conn.remote(), id = slot.conn.recv_id(), "connection freed");
+            self.unkey(index);
             self.slots[index] = None;
             self.free.push(index);
             self.live -= 1;
@@ -408,8 +535,29 @@ impl Endpoint {
             slot.timeout = t;
             if let Some(t) = t {
                 self.timers.push(Reverse((t, index)));
+                self.prune_timers();
             }
         }
+    }
+
+    /// Bounds the timer heap: every change of a connection's timeout pushes
+    /// an entry and the old one stays until it surfaces, so a connection
+    /// whose timeout keeps moving later would grow the heap without end.
+    fn prune_timers(&mut self) {
+        if self.timers.len() <= TIMER_HEAP_SLACK * self.live + 64 {
+            return;
+        }
+        let slots = &self.slots;
+        self.timers.retain(|&Reverse((t, i))| {
+            slots.get(i).and_then(Option::as_ref).is_some_and(|s| s.timeout == Some(t))
+        });
+    }
+
+    /// Entries in the timer heap (live and stale): bounded by
+    /// `4 * connections + 64`.
+    #[must_use]
+    pub fn timer_heap_len(&self) -> usize {
+        self.timers.len()
     }
 
     /// Handles one datagram received from `remote`.
@@ -426,10 +574,12 @@ impl Endpoint {
             }
             Err(e) => {
                 trace!(%remote, error = %e, "malformed uTP packet");
-                self.dropped += 1;
+                self.stats.datagrams_received += 1;
+                self.stats.dropped_malformed += 1;
                 return DatagramEvent::Dropped;
             }
         };
+        self.stats.datagrams_received += 1;
         let id = repr.connection_id;
         if repr.packet_type == PacketType::Syn {
             return self.handle_syn(now, remote, &repr, data);
@@ -441,14 +591,17 @@ impl Endpoint {
         };
         match index {
             Some(i) => {
-                if let Some(Some(slot)) = self.slots.get_mut(i) {
-                    slot.conn.handle_packet(now, &repr);
+                let Some(Some(slot)) = self.slots.get_mut(i) else { return DatagramEvent::Dropped };
+                let verdict = slot.conn.handle_packet(now, &repr, data.len());
+                if !self.count(verdict) {
+                    // Changed nothing: no need to poll the connection.
+                    return DatagramEvent::Dropped;
                 }
                 self.touch(i);
                 DatagramEvent::Connection(ConnectionHandle(i))
             }
             None => {
-                self.dropped += 1;
+                self.stats.dropped_unknown_connection += 1;
                 if repr.packet_type != PacketType::Reset {
                     trace!(%remote, id, "packet for unknown connection");
                     self.queue_reset(now, remote, id, repr.seq_nr);
@@ -456,6 +609,18 @@ impl Endpoint {
                 DatagramEvent::Dropped
             }
         }
+    }
+
+    /// Counts a connection's verdict on a packet; returns whether the
+    /// packet was taken.
+    fn count(&mut self, verdict: PacketVerdict) -> bool {
+        match verdict {
+            PacketVerdict::Accepted => return true,
+            PacketVerdict::BadAck => self.stats.dropped_bad_ack += 1,
+            PacketVerdict::StaleSyn => self.stats.dropped_stale_syn += 1,
+            PacketVerdict::Closed => self.stats.dropped_unknown_connection += 1,
+        }
+        false
     }
 
     /// libutp accepts a RESET carrying either of a connection's ids.
@@ -477,17 +642,50 @@ impl Endpoint {
         let id = syn.connection_id;
         if let Some(&i) = self.by_key.get(&(remote, id.wrapping_add(1))) {
             let Some(Some(slot)) = self.slots.get_mut(i) else { return DatagramEvent::Dropped };
-            if slot.conn.send_id() == id && slot.conn.side() == crate::Side::Acceptor {
-                // A retransmitted SYN: the connection answers it again.
-                slot.conn.handle_packet(now, syn);
+            if slot.conn.is_closed() {
+                // A connection that ended but is still held: the peer may
+                // have its id again.
+                self.unkey(i);
+                return self.handle_new_syn(now, remote, syn, data);
+            }
+            if slot.conn.send_id() != id || slot.conn.side() != crate::Side::Acceptor {
+                // The id collides with a dial of ours to that peer.
+                self.stats.syns_refused += 1;
+                self.queue_reset(now, remote, id, syn.seq_nr);
+                return DatagramEvent::Dropped;
+            }
+            // A retransmitted SYN: the connection answers it again.
+            let verdict = slot.conn.handle_packet(now, syn, data.len());
+            if verdict == PacketVerdict::Accepted {
                 self.touch(i);
                 return DatagramEvent::Connection(ConnectionHandle(i));
             }
-            // The id collides with a connection of ours to that peer.
-            self.dropped += 1;
-            self.queue_reset(now, remote, id, syn.seq_nr);
-            return DatagramEvent::Dropped;
+            // A SYN that does not match the handshake: a restarted peer
+            // redialling with the same id (libutp's ids repeat), or a
+            // forgery. It replaces the connection only if the peer has
+            // been silent for a while; otherwise it changes nothing.
+            if verdict != PacketVerdict::StaleSyn || !slot.conn.is_replaceable(now) {
+                self.count(verdict);
+                return DatagramEvent::Dropped;
+            }
+            slot.conn.replace();
+            self.stats.connections_replaced += 1;
+            self.unkey(i);
+            self.touch(i);
         }
+        self.handle_new_syn(now, remote, syn, data)
+    }
+
+    /// A SYN for no connection of ours: hands it out as `Incoming`, within
+    /// the bounds.
+    fn handle_new_syn(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        syn: &Repr<'_>,
+        data: &[u8],
+    ) -> DatagramEvent {
+        let id = syn.connection_id;
         let timeout = self.config.transport.connect_timeout;
         if let Some(&at) = self.pending.get(&(remote, id)) {
             if now.saturating_duration_since(at) <= timeout {
@@ -495,14 +693,23 @@ impl Endpoint {
                 return DatagramEvent::Dropped;
             }
         }
-        if self.pending.len() >= self.config.max_half_open {
+        if self.pending.len() + self.half_open >= self.config.max_half_open
+            || self.live + self.pending.len() >= self.config.max_connections
+        {
             self.pending.retain(|_, at| now.saturating_duration_since(*at) <= timeout);
         }
-        if self.pending.len() >= self.config.max_half_open
+        // Half-open connections are bounded on their own, below
+        // `max_connections`: when full, the oldest one goes (never an
+        // established connection or a dial), so spoofed SYNs can neither
+        // fill the endpoint nor keep an honest handshake out for longer
+        // than it takes `max_half_open` newer SYNs to arrive. SYNs handed
+        // out and undecided count too; they cannot be evicted.
+        if self.pending.len() + self.half_open >= self.config.max_half_open
+            && !self.evict_oldest_half_open()
             || self.live + self.pending.len() >= self.config.max_connections
         {
             debug!(%remote, "refusing SYN: connection limit reached");
-            self.dropped += 1;
+            self.stats.syns_refused += 1;
             self.queue_reset(now, remote, id, syn.seq_nr);
             return DatagramEvent::Dropped;
         }
@@ -516,9 +723,11 @@ impl Endpoint {
         let rate = f64::from(self.config.reset_rate);
         self.reset_tokens = (self.reset_tokens + elapsed * rate).min(rate.max(1.0));
         if self.reset_tokens < 1.0 || self.resets.len() >= MAX_QUEUED_RESETS {
+            self.stats.resets_rate_limited += 1;
             return;
         }
         self.reset_tokens -= 1.0;
+        self.stats.resets_sent += 1;
         let seq = SeqNr(self.rng.gen());
         self.resets.push_back((remote, id, seq, their_seq));
     }
@@ -557,7 +766,7 @@ impl Endpoint {
             }
             if let Some(size) = found {
                 let until = now + self.config.transport.mtu_probe_interval;
-                self.remember_path_mtu(now, destination.ip(), size, until);
+                self.remember_path_mtu(now, destination, size, until);
             }
             let Some(size) = sent else {
                 self.send_queue.pop_front();
@@ -572,22 +781,27 @@ impl Endpoint {
         None
     }
 
-    fn remember_path_mtu(&mut self, now: Instant, ip: IpAddr, size: usize, until: Instant) {
-        if self.path_mtus.len() >= MAX_PATH_MTUS && !self.path_mtus.contains_key(&ip) {
+    fn remember_path_mtu(&mut self, now: Instant, to: SocketAddr, size: usize, until: Instant) {
+        if self.path_mtus.len() >= MAX_PATH_MTUS && !self.path_mtus.contains_key(&to) {
             self.path_mtus.retain(|_, &mut (_, t)| t > now);
             if self.path_mtus.len() >= MAX_PATH_MTUS {
                 return;
             }
         }
-        trace!(%ip, size, "path MTU found");
-        self.path_mtus.insert(ip, (size, until));
+        trace!(%to, size, "path MTU found");
+        // The latest result wins, lower or higher: a connection that lost
+        // packets at the remembered size brings it down.
+        self.path_mtus.insert(to, (size, until));
     }
 
-    /// The path MTU this endpoint remembers for `ip` (UDP payload bytes), if
-    /// a connection to it found one that still holds at `now`.
+    /// The path MTU this endpoint remembers for `destination` (UDP payload
+    /// bytes), if a connection to it found one that still holds at `now`.
+    /// It is kept per address and port (another port of the same host may
+    /// be another peer behind a NAT), and lowered by a connection that met
+    /// repeated timeouts at that size.
     #[must_use]
-    pub fn path_mtu(&self, now: Instant, ip: IpAddr) -> Option<usize> {
-        self.path_mtus.get(&ip).filter(|&&(_, until)| until > now).map(|&(size, _)| size)
+    pub fn path_mtu(&self, now: Instant, destination: SocketAddr) -> Option<usize> {
+        self.path_mtus.get(&destination).filter(|&&(_, until)| until > now).map(|&(size, _)| size)
     }
 
     /// The sending stack refused a datagram of `size` bytes to

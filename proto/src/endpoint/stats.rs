@@ -1,0 +1,40 @@
+//! Endpoint-wide counters: what arrived that did not become connection
+//! data, and why.
+
+/// Counters of one endpoint (all connections of a socket), cumulative since
+/// it started. Every datagram that was dropped is counted under exactly one
+/// reason; see also each connection's [`Stats`](crate::Stats).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EndpointStats {
+    /// uTP datagrams received (SYNs, packets of connections, strays).
+    pub datagrams_received: u64,
+    /// Malformed uTP packets (bad extension chain and the like).
+    pub dropped_malformed: u64,
+    /// Packets for no connection of ours (answered with a rate-limited
+    /// RESET, unless they were RESETs).
+    pub dropped_unknown_connection: u64,
+    /// Packets of a connection whose ack number acknowledges something
+    /// never sent or long acknowledged: forged, or very stale.
+    pub dropped_bad_ack: u64,
+    /// SYNs that matched a live connection but not its handshake (a
+    /// forgery, or a restarted peer reusing an id before the old connection
+    /// fell silent).
+    pub dropped_stale_syn: u64,
+    /// Connections replaced by a SYN with the same peer and id after the
+    /// peer had been silent for 2 s (a restarted peer redialling).
+    pub connections_replaced: u64,
+    /// SYNs refused because the endpoint was full of established
+    /// connections and dials (no half-open connection left to evict).
+    pub syns_refused: u64,
+    /// Half-open connections evicted to make room for a newer SYN (SYN
+    /// flood defence: the oldest unconfirmed one goes).
+    pub half_open_evicted: u64,
+    /// Half-open connections dropped because the initiator never confirmed
+    /// the handshake in time.
+    pub half_open_expired: u64,
+    /// RESETs sent for unknown connections and refused SYNs.
+    pub resets_sent: u64,
+    /// RESETs not sent because of the rate limit (`reset_rate`).
+    pub resets_rate_limited: u64,
+}
