@@ -272,3 +272,43 @@ impl SentPackets {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(now: Instant) -> SentPacket {
+        SentPacket {
+            kind: PacketType::Data,
+            offset: 0,
+            len: 100,
+            meta: None,
+            time_sent: now,
+            transmissions: 1,
+            sacked: false,
+            sacked_once: false,
+            lost: false,
+            window_limited: false,
+        }
+    }
+
+    /// A receiver that reneges on a selective ACK and then acknowledges the
+    /// packet selectively again gets no second credit for it: the second
+    /// SACK is not its first (a receiver could otherwise inflate our
+    /// congestion window by reneging over and over).
+    #[test]
+    fn a_sack_after_a_renege_is_not_fresh() {
+        let now = Instant::now();
+        let mut sent = SentPackets::new(SeqNr(10));
+        for _ in 0..3 {
+            sent.push(data(now));
+        }
+        assert!(sent.sack(SeqNr(10)).is_some_and(|(_, first)| first));
+        assert!(sent.sack(SeqNr(10)).is_none(), "already selectively acknowledged");
+        assert!(sent.renege_front());
+        sent.on_resent(SeqNr(10), now, false);
+        let again = sent.sack(SeqNr(10)).map(|(_, first)| first);
+        assert_eq!(again, Some(false));
+        assert!(sent.sack(SeqNr(11)).is_some_and(|(_, first)| first));
+    }
+}
