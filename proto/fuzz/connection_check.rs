@@ -13,18 +13,32 @@
 // `Op::decode`). A missing byte reads as 0; decoding stops when the input
 // ends.
 //
+// With `Setup::LARGE` both endpoints negotiate large packets and probe the
+// path MTU up to a `max_packet_size` past 1500 bytes; the driver plays the
+// sender's stack (a don't-fragment datagram over the link MTU is refused:
+// `handle_packet_too_big`) and a router (one over the path MTU is dropped).
+// `Op::PacketTooBig` reports EMSGSIZE for a recent don't-fragment datagram.
+//
 // Invariants checked after every operation:
 // - nothing panics, `poll_transmit` and `poll_event` return `None` within
 //   `MAX_PER_ROUND` calls, delivering everything queued at one instant
 //   quiesces within `MAX_QUIESCE_ROUNDS` rounds;
 // - every datagram emitted parses with `Repr::parse_bytes`, is at most 1500
-//   bytes, and goes to an address the endpoint has heard of;
+//   bytes (with `Setup::LARGE`: the path's `max_packet_size`), and goes to
+//   an address the endpoint has heard of;
 // - after `handle_timeout(now)` and a poll round, `poll_timeout()` is later
 //   than `now` (otherwise a runtime would spin);
 // - bytes read on a connection are a prefix of what its peer wrote, and
 //   `read` returns `Ok(0)` (end of stream) only once all of it was read and
 //   the peer finished writing, unless a datagram was corrupted or injected
-//   during the run;
+//   during the run; after the application's own `reset` on an open
+//   connection, `read` fails with `LocallyReset`, never `Ok(0)`;
+// - a packet whose ack number is surely invalid for the connection it
+//   reaches (`Op::InjectBadAck`) is dropped and changes nothing but the
+//   invalid-packet counters (`Stats::invalid_packets`,
+//   `EndpointStats::dropped_bad_ack`): no output, no event, same timers,
+//   stats, readable bytes and connection states. It does not taint the
+//   run;
 // - `write` takes what fits in the send buffer; `read` returns what is
 //   readable; `Stats::bytes_read` counts what the application read;
 // - memory is bounded: `connection_count() <= max_connections`, readable
@@ -33,9 +47,11 @@
 //   valid, and (when the caller measures it) live heap stays under
 //   `MAX_HEAP_BYTES`.
 //
-// Known engine bugs are avoided or tolerated so that fuzzing goes on past
-// them: see the `AVOID_*` and `TOLERATE_*` constants, and the reproducers in
-// `proto/tests/fuzz_connection_corpus.rs` (`mod known_bugs`).
+// Known engine bugs can be avoided or tolerated so that fuzzing goes on past
+// them: see the `AVOID_*` and `TOLERATE_*` constants (all `false` now: the
+// bugs they describe are fixed), and the reproducers in
+// `proto/tests/fuzz_connection_corpus.rs` (`mod known_bugs`, kept as
+// regression tests).
 
 #[allow(dead_code)]
 mod connection_check {
@@ -44,11 +60,13 @@ mod connection_check {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
+    use std::collections::HashMap;
     use utp_proto::congestion::{ControllerFactory, FixedWindowConfig, LedbatConfig};
     use utp_proto::wire::{ExtFlags, Extension, PacketType, Repr, SeqNr};
+
     use utp_proto::{
-        ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, Incoming, ReadError,
-        TransportConfig, WriteError,
+        ConnectionError, ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, EndpointStats,
+        Incoming, ReadError, Stats, TransportConfig, WriteError,
     };
 
     /// Most datagrams (or events) one endpoint may produce in one poll round.
@@ -56,7 +74,8 @@ mod connection_check {
     /// Most rounds of "deliver everything queued" at one instant before the
     /// exchange must have died down.
     pub(crate) const MAX_QUIESCE_ROUNDS: usize = 2_000;
-    /// Largest datagram an endpoint may emit.
+    /// Largest datagram an endpoint may emit (without `Setup::LARGE`: then
+    /// the path's `max_packet_size`).
     pub(crate) const MAX_DATAGRAM: usize = 1500;
     /// Live heap allowed while a run goes on (the largest configuration holds
     /// at most 16 connections with 1 MiB send and 256 KiB receive buffers).
@@ -102,6 +121,37 @@ mod connection_check {
     const RESET_RATES: [u32; 4] = [0, 1, 10, 100];
     const EXTENSIONS: [ExtFlags; 4] =
         [ExtFlags::NONE, ExtFlags::SYN_DATA, ExtFlags::METADATA, ExtFlags(3)];
+    /// With `Setup::LARGE`, the packet size index picks one of these paths.
+    const LARGE_PATHS: [LargePath; 4] = [
+        // A jumbo-frame path: every probe up to the ceiling passes.
+        LargePath { initial: 1402, max_packet_size: 8972, link_mtu: 65_507, path_mtu: 8972 },
+        // EMSGSIZE above 16 KiB, a black hole above 4000 bytes.
+        LargePath { initial: 1402, max_packet_size: 65_507, link_mtu: 16_356, path_mtu: 4000 },
+        // A jumbo link behind which the path is Ethernet.
+        LargePath { initial: 1402, max_packet_size: 8972, link_mtu: 8972, path_mtu: 1472 },
+        // An Ethernet link (EMSGSIZE above it), starting small.
+        LargePath { initial: 1232, max_packet_size: 2400, link_mtu: 1472, path_mtu: 1472 },
+    ];
+    /// Acks an injected packet with a bad ack may carry, from two past the
+    /// receiving connection's next sequence number on: the valid ones are
+    /// at most `max_packets_in_flight` (1024) + 4 behind it, so this many
+    /// values on are all invalid, as far ahead and far behind as it goes.
+    const BAD_ACK_SPAN: u16 = 61_440;
+
+    /// UDP payload sizes of a path for large packets (`Setup::LARGE`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) struct LargePath {
+        /// `initial_packet_size_v4` (and v6, at most 1232).
+        pub(crate) initial: usize,
+        /// `max_packet_size`: no datagram is larger.
+        pub(crate) max_packet_size: usize,
+        /// A don't-fragment datagram larger than this is refused by the
+        /// sender's stack: `handle_packet_too_big` at once, not sent.
+        pub(crate) link_mtu: usize,
+        /// A don't-fragment datagram larger than this is dropped by a router
+        /// on the way (no ICMP comes back).
+        pub(crate) path_mtu: usize,
+    }
 
     /// Reads the fuzz input; bytes past the end read as 0.
     pub(crate) struct Input<'a> {
@@ -147,7 +197,8 @@ mod connection_check {
         /// 6-7 packet size (indexes into the tables above).
         pub(crate) sizes: u8,
         /// bits 0-1 max connections, 2-3 max half open, 4-5 reset rate;
-        /// bit 6: LEDBAT instead of a fixed congestion window.
+        /// bit 6: LEDBAT instead of a fixed congestion window; bit 7: large
+        /// packets (`LARGE`).
         pub(crate) limits: u8,
         /// Seed of both endpoints' random numbers.
         pub(crate) seed: u8,
@@ -160,6 +211,11 @@ mod connection_check {
         pub(crate) const KEEPALIVE: u8 = 8;
         /// In `limits`: LEDBAT (the default controller).
         pub(crate) const LEDBAT: u8 = 0x40;
+        /// In `limits`: both endpoints offer `ExtFlags::LARGE_PACKETS` and
+        /// probe the path MTU up to a `max_packet_size` past 1500 bytes; the
+        /// packet size index picks a path from `LARGE_PATHS` instead (the
+        /// driver refuses or drops don't-fragment datagrams over its MTUs).
+        pub(crate) const LARGE: u8 = 0x80;
 
         pub(crate) fn decode(input: &mut Input<'_>) -> Self {
             Setup { flags: input.u8(), sizes: input.u8(), limits: input.u8(), seed: input.u8() }
@@ -177,11 +233,30 @@ mod connection_check {
             RECV_BUFFERS[usize::from(self.sizes >> 2 & 3)]
         }
 
+        /// The path of a run with large packets.
+        pub(crate) fn large(&self) -> Option<LargePath> {
+            (self.limits & Self::LARGE != 0).then(|| LARGE_PATHS[usize::from(self.sizes >> 6)])
+        }
+
+        /// Largest datagram an endpoint may emit in this run.
+        pub(crate) fn max_datagram(&self) -> usize {
+            self.large().map_or(MAX_DATAGRAM, |p| p.max_packet_size)
+        }
+
         fn transport(&self, extensions: ExtFlags) -> TransportConfig {
-            let packet_size = PACKET_SIZES[usize::from(self.sizes >> 6)];
+            let mut packet_size = PACKET_SIZES[usize::from(self.sizes >> 6)];
+            let mut extensions = extensions;
+            let mut max_packet_size = TransportConfig::default().max_packet_size;
+            if let Some(path) = self.large() {
+                packet_size = path.initial;
+                max_packet_size = path.max_packet_size;
+                extensions = ExtFlags(extensions.0 | ExtFlags::LARGE_PACKETS.0);
+            }
             TransportConfig {
                 initial_packet_size_v4: packet_size,
                 initial_packet_size_v6: packet_size.min(1232),
+                mtu_probing: true,
+                max_packet_size,
                 send_buffer_size: self.send_buffer(),
                 receive_buffer_size: self.recv_buffer(),
                 keepalive_interval: (self.flags & Self::KEEPALIVE != 0)
@@ -324,9 +399,28 @@ mod connection_check {
         Run {
             steps: u8,
         },
+        /// The sending stack of `ep` refuses a don't-fragment datagram it
+        /// sent recently (the `idx`-th of the last `TEMPLATES`), as EMSGSIZE:
+        /// the datagram is taken off the network if still queued, and
+        /// `handle_packet_too_big` gets its size.
+        PacketTooBig {
+            ep: u8,
+            idx: u8,
+        },
+        /// Hands `ep` a datagram recently sent to it (a SYN becomes a STATE
+        /// of the connection it opened) whose ack number is surely invalid
+        /// for the connection it reaches: `offset % BAD_ACK_SPAN` past two
+        /// after the connection's next sequence number. It must be dropped
+        /// and change nothing but the invalid-packet counters (checked at
+        /// once; does not taint the run).
+        InjectBadAck {
+            ep: u8,
+            template: u8,
+            offset: u16,
+        },
     }
 
-    const OPCODES: u8 = 22;
+    const OPCODES: u8 = 24;
 
     impl Op {
         pub(crate) fn decode(input: &mut Input<'_>) -> Self {
@@ -367,7 +461,9 @@ mod connection_check {
                 18 => Op::DeliverAll,
                 19 => Op::Quiesce,
                 20 => Op::ReadAll,
-                _ => Op::Run { steps: input.u8() },
+                21 => Op::Run { steps: input.u8() },
+                22 => Op::PacketTooBig { ep: input.u8(), idx: input.u8() },
+                _ => Op::InjectBadAck { ep: input.u8(), template: input.u8(), offset: input.u16() },
             }
         }
 
@@ -421,6 +517,11 @@ mod connection_check {
                 Op::Quiesce => out.push(19),
                 Op::ReadAll => out.push(20),
                 Op::Run { steps } => out.extend([21, steps]),
+                Op::PacketTooBig { ep, idx } => out.extend([22, ep, idx]),
+                Op::InjectBadAck { ep, template, offset } => {
+                    out.extend([23, ep, template]);
+                    out.extend(offset.to_le_bytes());
+                }
             }
         }
     }
@@ -478,6 +579,42 @@ mod connection_check {
         shut: bool,
         /// The application reset the connection.
         aborted: bool,
+        /// The application reset the connection while it was open: reads
+        /// must fail with `LocallyReset`.
+        reset_locally: bool,
+        /// One past the newest sequence number the connection sent (it is
+        /// the connection's next sequence number, or one less), from the
+        /// datagrams it emitted; `None` before the first.
+        next_seq: Option<SeqNr>,
+        /// Datagrams of another live connection with the same connection
+        /// id were seen: `next_seq` is not to be trusted.
+        ambiguous: bool,
+    }
+
+    /// What the application and a runtime can see of one connection.
+    #[derive(Debug, Clone, PartialEq)]
+    struct ConnView {
+        stats: Stats,
+        readable: usize,
+        send_free: usize,
+        connected: bool,
+        closed: bool,
+        finished: bool,
+        error: Option<ConnectionError>,
+        negotiated: ExtFlags,
+        timeout: Option<Instant>,
+        message_end: Option<(usize, Vec<u8>)>,
+    }
+
+    /// What the application and a runtime can see of one endpoint.
+    #[derive(Debug, Clone, PartialEq)]
+    struct EndpointView {
+        stats: EndpointStats,
+        connections: usize,
+        half_open: usize,
+        timeout: Option<Instant>,
+        /// Per record (`None`: not a live connection of the record).
+        conns: Vec<Option<ConnView>>,
     }
 
     /// The two endpoints, the network between them, and the applications.
@@ -498,6 +635,11 @@ mod connection_check {
         timeout_handled: [bool; 2],
         /// A datagram was corrupted or injected: data may legitimately differ.
         tainted: bool,
+        /// `newest[i]`: index in `records[i]` of the newest record with a
+        /// receive id (the only one whose connection may be live).
+        newest: [HashMap<u16, usize>; 2],
+        /// `sent_df[i]`: don't-fragment datagrams endpoint `i` sent lately.
+        sent_df: [VecDeque<Vec<u8>>; 2],
         heap: Option<fn() -> usize>,
         heap_base: usize,
         buf: Vec<u8>,
@@ -510,6 +652,19 @@ mod connection_check {
         pub(crate) verified: u64,
         /// Connections opened (dialed or accepted).
         pub(crate) opened: u64,
+        /// Datagrams over 1500 bytes emitted.
+        pub(crate) oversized: u64,
+        /// Don't-fragment datagrams (path MTU probes) emitted.
+        pub(crate) probes: u64,
+        /// `handle_packet_too_big` calls (EMSGSIZE).
+        pub(crate) too_big: u64,
+        /// Don't-fragment datagrams dropped over the path MTU.
+        pub(crate) black_holed: u64,
+        /// Packets with a bad ack injected and checked to change nothing.
+        pub(crate) bad_acks: u64,
+        /// Reads that failed with `LocallyReset` after the application's
+        /// own reset.
+        pub(crate) reset_reads: u64,
         /// Print every operation and the state after it (for debugging a
         /// reproducer).
         pub(crate) trace: bool,
@@ -648,6 +803,8 @@ mod connection_check {
                 undecided: Default::default(),
                 timeout_handled: [false; 2],
                 tainted: false,
+                newest: Default::default(),
+                sent_df: Default::default(),
                 heap,
                 heap_base: heap.map_or(0, |f| f()),
                 buf: vec![0u8; 65536],
@@ -656,6 +813,12 @@ mod connection_check {
                 delivered: 0,
                 verified: 0,
                 opened: 0,
+                oversized: 0,
+                probes: 0,
+                too_big: 0,
+                black_holed: 0,
+                bad_acks: 0,
+                reset_reads: 0,
                 trace: false,
             }
         }
@@ -700,6 +863,7 @@ mod connection_check {
             );
             self.opened += 1;
             let key = next_key(ep, self.records[ep].len());
+            self.newest[ep].insert(recv_id, self.records[ep].len());
             self.records[ep].push(Record {
                 handle: Some(handle),
                 last_handle: handle,
@@ -711,6 +875,9 @@ mod connection_check {
                 unchecked: false,
                 shut: false,
                 aborted: false,
+                reset_locally: false,
+                next_seq: None,
+                ambiguous: false,
             });
             self.records[ep].last_mut().expect("just pushed")
         }
@@ -844,8 +1011,11 @@ mod connection_check {
                 Op::Reset { ep, conn } => {
                     let ep = usize::from(ep & 1);
                     if let Some((i, h)) = self.handle(ep, conn) {
-                        self.endpoints[ep].connection_mut(h).expect("held handle").reset();
+                        let c = self.endpoints[ep].connection_mut(h).expect("held handle");
+                        let open = !c.is_closed();
+                        c.reset();
                         self.records[ep][i].aborted = true;
+                        self.records[ep][i].reset_locally |= open;
                     }
                 }
                 Op::Release { ep, conn } => {
@@ -967,7 +1137,161 @@ mod connection_check {
                         self.timeout_handled = [false; 2];
                     }
                 }
+                Op::PacketTooBig { ep, idx } => {
+                    let ep = usize::from(ep & 1);
+                    let sent = &self.sent_df[ep];
+                    if sent.is_empty() {
+                        return;
+                    }
+                    let d = sent[usize::from(idx) % sent.len()].clone();
+                    // It never left: off the network if it is still queued.
+                    let q = &mut self.queues[1 - ep];
+                    if let Some(at) = q.iter().position(|x| *x == d) {
+                        q.remove(at);
+                    }
+                    self.too_big += 1;
+                    self.endpoints[ep].handle_packet_too_big(self.now, self.addrs[1 - ep], d.len());
+                }
+                Op::InjectBadAck { ep, template, offset } => {
+                    self.inject_bad_ack(usize::from(ep & 1), template, offset);
+                }
             }
+        }
+
+        /// Whether the connection of `records[ep][i]` is alive in the
+        /// endpoint (not closed, not freed, not replaced).
+        fn is_live(&self, ep: usize, i: usize) -> bool {
+            let r = &self.records[ep][i];
+            self.endpoints[ep].connection(r.last_handle).is_some_and(|c| {
+                (c.recv_id(), c.send_id()) == (r.recv_id, r.send_id) && !c.is_closed()
+            })
+        }
+
+        /// Endpoint `e` emitted a packet of type `kind` with connection id
+        /// `id` and sequence number `seq` towards its peer: the sending
+        /// connection's next sequence number is at least the packet's (one
+        /// past it for a packet that takes a sequence number).
+        fn track_seq(&mut self, e: usize, kind: PacketType, id: u16, seq: SeqNr) {
+            let next = match kind {
+                // The endpoint's RESETs for unknown connections carry
+                // random numbers; a connection's RESET closes it.
+                PacketType::Reset => return,
+                PacketType::State => seq,
+                PacketType::Data | PacketType::Fin | PacketType::Syn => {
+                    SeqNr(seq.0.wrapping_add(1))
+                }
+            };
+            // A SYN carries the initiator's receive id, anything else the
+            // send id: one above the receive id (initiator) or one below.
+            let recv_ids = if kind == PacketType::Syn {
+                [Some(id), None]
+            } else {
+                [Some(id.wrapping_sub(1)), Some(id.wrapping_add(1))]
+            };
+            let mut found = [None; 2];
+            for (slot, recv_id) in found.iter_mut().zip(recv_ids) {
+                let Some(&i) = recv_id.and_then(|r| self.newest[e].get(&r)) else { continue };
+                let r = &self.records[e][i];
+                let matches =
+                    if kind == PacketType::Syn { r.recv_id == id } else { r.send_id == id };
+                if matches && self.is_live(e, i) {
+                    *slot = Some(i);
+                }
+            }
+            match found {
+                [Some(a), Some(b)] => {
+                    self.records[e][a].ambiguous = true;
+                    self.records[e][b].ambiguous = true;
+                }
+                [Some(i), None] | [None, Some(i)] => {
+                    let r = &mut self.records[e][i];
+                    if r.next_seq.is_none_or(|n| next.is_after(n)) {
+                        r.next_seq = Some(next);
+                    }
+                }
+                [None, None] => {}
+            }
+        }
+
+        /// Everything observable of endpoint `ep`, per record.
+        fn observe(&mut self, ep: usize) -> EndpointView {
+            let timeout = self.endpoints[ep].poll_timeout();
+            let endpoint = &self.endpoints[ep];
+            let conns = self.records[ep]
+                .iter()
+                .map(|r| {
+                    let c = endpoint
+                        .connection(r.last_handle)
+                        .filter(|c| (c.recv_id(), c.send_id()) == (r.recv_id, r.send_id))?;
+                    Some(ConnView {
+                        stats: c.stats(),
+                        readable: c.readable_bytes(),
+                        send_free: c.send_buffer_free(),
+                        connected: c.is_connected(),
+                        closed: c.is_closed(),
+                        finished: c.is_finished(),
+                        error: c.error(),
+                        negotiated: c.negotiated(),
+                        timeout: c.poll_timeout(),
+                        message_end: c.next_message_end().map(|(n, m)| (n, m.to_vec())),
+                    })
+                })
+                .collect();
+            EndpointView {
+                stats: endpoint.stats().clone(),
+                connections: endpoint.connection_count(),
+                half_open: endpoint.half_open_count(),
+                timeout,
+                conns,
+            }
+        }
+
+        /// `Op::InjectBadAck`.
+        fn inject_bad_ack(&mut self, ep: usize, template: u8, offset: u16) {
+            let t = &self.templates[ep];
+            if t.is_empty() {
+                return;
+            }
+            let base = t[usize::from(template) % t.len()].clone();
+            let Ok(mut repr) = Repr::parse_bytes(&base) else { return };
+            if repr.packet_type == PacketType::Syn {
+                // The SYN's id is the acceptor's send id.
+                repr.packet_type = PacketType::State;
+                repr.connection_id = repr.connection_id.wrapping_add(1);
+            }
+            let Some(&i) = self.newest[ep].get(&repr.connection_id) else { return };
+            if self.records[ep][i].ambiguous || !self.is_live(ep, i) {
+                return;
+            }
+            let Some(next) = self.records[ep][i].next_seq else { return };
+            let ack = SeqNr(next.0.wrapping_add(2).wrapping_add(offset % BAD_ACK_SPAN));
+            repr.ack_nr = ack;
+            let mut datagram = vec![0u8; repr.buffer_len()];
+            let Ok(n) = repr.emit(&mut datagram) else { return };
+            datagram.truncate(n);
+
+            let mut expected = self.observe(ep);
+            expected.stats.datagrams_received += 1;
+            expected.stats.dropped_bad_ack += 1;
+            let conn = expected.conns[i].as_mut().expect("a live connection");
+            conn.stats.invalid_packets += 1;
+            let r = &self.records[ep][i];
+            let what = format!(
+                "endpoint {ep} connection (recv id {}, send id {}, next seq about {}): {:?} \
+                 with ack {}",
+                r.recv_id, r.send_id, next.0, repr.packet_type, ack.0
+            );
+            let from = self.addrs[1 - ep];
+            let event = self.endpoints[ep].handle_datagram(self.now, from, &datagram);
+            assert!(matches!(event, DatagramEvent::Dropped), "{what}: taken ({event:?})");
+            let mut buf = [0u8; 64];
+            let sent = self.endpoints[ep].poll_transmit(self.now, &mut buf);
+            assert!(sent.is_none(), "{what}: made the endpoint send {sent:?}");
+            let event = self.endpoints[ep].poll_event();
+            assert!(event.is_none(), "{what}: raised {event:?}");
+            let after = self.observe(ep);
+            assert!(after == expected, "{what}: changed the endpoint\n{expected:#?}\n{after:#?}");
+            self.bad_acks += 1;
         }
 
         /// Jumps to the earliest timeout, if it is at most `horizon` away,
@@ -1058,11 +1382,17 @@ mod connection_check {
             let conn = self.endpoints[ep].connection_mut(handle).expect("held handle");
             let readable = conn.readable_bytes();
             let buf = &mut self.scratch[..len];
+            let reset_locally = self.records[ep][i].reset_locally;
             match conn.read(buf) {
                 Ok(n) => {
                     assert_eq!(n, len.min(readable), "read {n} bytes of {readable} readable");
                     if n == 0 {
                         if len > 0 {
+                            assert!(
+                                !reset_locally,
+                                "endpoint {ep}: read returns the end of the stream after the \
+                                 application reset the connection"
+                            );
                             self.check_eof(ep, i);
                         }
                         return false;
@@ -1074,6 +1404,14 @@ mod connection_check {
                 }
                 Err(e) => {
                     assert!(len == 0 || readable == 0, "read failed ({e}) with data readable");
+                    if reset_locally {
+                        assert!(
+                            matches!(e, ReadError::Connection(ConnectionError::LocallyReset)),
+                            "endpoint {ep}: read fails with {e:?} after the application reset \
+                             the connection"
+                        );
+                        self.reset_reads += 1;
+                    }
                     if let ReadError::Blocked = e {
                         assert!(conn.error().is_none(), "read blocked on a failed connection");
                     }
@@ -1167,15 +1505,43 @@ mod connection_check {
                     count += 1;
                     assert!(count < MAX_PER_ROUND, "poll_transmit does not end");
                     self.emitted += 1;
-                    assert!(t.size <= MAX_DATAGRAM, "a datagram of {} bytes", t.size);
+                    let max = self.setup.max_datagram();
+                    assert!(t.size <= max, "a datagram of {} bytes (at most {max})", t.size);
                     assert!(t.segment_size.is_none());
                     let datagram = &self.buf[..t.size];
-                    if let Err(err) = Repr::parse_bytes(datagram) {
-                        panic!("emitted datagram does not parse ({err}): {datagram:02x?}");
+                    let (kind, id, seq) = match Repr::parse_bytes(datagram) {
+                        Ok(repr) => (repr.packet_type, repr.connection_id, repr.seq_nr),
+                        Err(err) => {
+                            panic!("emitted datagram does not parse ({err}): {datagram:02x?}")
+                        }
+                    };
+                    if t.size > MAX_DATAGRAM {
+                        self.oversized += 1;
                     }
                     let peer = self.addrs[1 - e];
                     if t.destination == peer {
-                        let d = datagram.to_vec();
+                        self.track_seq(e, kind, id, seq);
+                        let d = self.buf[..t.size].to_vec();
+                        if t.dont_fragment {
+                            self.probes += 1;
+                            let sent = &mut self.sent_df[e];
+                            if sent.len() >= TEMPLATES {
+                                sent.pop_front();
+                            }
+                            sent.push_back(d.clone());
+                            if let Some(path) = self.setup.large() {
+                                if t.size > path.link_mtu {
+                                    // EMSGSIZE: it never leaves.
+                                    self.too_big += 1;
+                                    self.endpoints[e].handle_packet_too_big(self.now, peer, t.size);
+                                    continue;
+                                }
+                                if t.size > path.path_mtu {
+                                    self.black_holed += 1;
+                                    continue;
+                                }
+                            }
+                        }
                         let templates = &mut self.templates[1 - e];
                         if templates.len() >= TEMPLATES {
                             templates.pop_front();
@@ -1205,7 +1571,7 @@ mod connection_check {
         }
 
         fn check_invariants(&self) {
-            let recv_limit = self.setup.recv_buffer() + 1500 + 1024;
+            let recv_limit = self.setup.recv_buffer() + self.setup.max_datagram() + 1024;
             for e in 0..2 {
                 let endpoint = &self.endpoints[e];
                 let max = endpoint.config().max_connections;
