@@ -1263,6 +1263,19 @@ mod connection_check {
             if self.records[ep][i].ambiguous || !self.is_live(ep, i) {
                 return;
             }
+            // Another live connection with the same ids (one with a
+            // stranger, say: connections are told apart by address too)
+            // could be the one the packet reaches.
+            let ids = (self.records[ep][i].recv_id, self.records[ep][i].send_id);
+            let twins = (0..self.records[ep].len())
+                .filter(|&k| {
+                    let r = &self.records[ep][k];
+                    (r.recv_id, r.send_id) == ids && self.is_live(ep, k)
+                })
+                .count();
+            if twins > 1 {
+                return;
+            }
             let Some(next) = self.records[ep][i].next_seq else { return };
             let ack = SeqNr(next.0.wrapping_add(2).wrapping_add(offset % BAD_ACK_SPAN));
             repr.ack_nr = ack;
