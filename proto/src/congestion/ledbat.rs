@@ -1,15 +1,7 @@
 //! LEDBAT (RFC 6817) with what libutp and libtorrent learned in the field.
 //!
-//! - One-way delay samples come from the peer (`timestamp_difference` on
-//!   its packets: its receive clock minus our send clock). Only differences
-//!   between samples matter, so the clock offset between peers cancels out.
-//! - Base delay: the minimum over three one-minute buckets (two to three minutes). Current delay: the
-//!   minimum of the last few samples. Queuing delay = current - base,
-//!   clamped to the latest RTT (a one-way queue cannot exceed the round trip).
-//! - Clock drift: when the delay we measure on the peer's packets gets a
-//!   new, lower base, our clock runs slow relative to theirs by that much,
-//!   and the base of our samples is shifted up by the same amount (as libutp
-//!   does), so a drifting peer clock does not read as a growing queue.
+//! - Queuing delay from the one-way delay samples uTP carries (see the
+//!   `delay` module: base over two to three minutes, drift compensation).
 //! - Slow start until the queuing delay reaches half the target, a loss, or
 //!   `ssthresh`; then the LEDBAT controller: the window moves by
 //!   `gain * off_target * bytes_acked / cwnd` bytes per ACK, at most
@@ -26,6 +18,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::delay::DelayEstimator;
 use super::{AckInfo, Controller, ControllerFactory};
 
 /// Settings of the LEDBAT controller.
@@ -67,54 +60,6 @@ impl ControllerFactory for LedbatConfig {
 /// Above target the window shrinks by up to `cwnd / YIELD_DIVISOR` per RTT.
 const YIELD_DIVISOR: f64 = 2.0;
 
-/// One-minute buckets of base-delay history: the base is the minimum over the
-/// last two to three minutes, so a route change to a longer path is
-/// absorbed within three minutes.
-const BUCKETS: usize = 3;
-const BUCKET_LEN: Duration = Duration::from_secs(60);
-
-/// `a < b` on the wrapping 32-bit microsecond clock.
-fn wrapping_lt(a: u32, b: u32) -> bool {
-    (b.wrapping_sub(a) as i32) > 0
-}
-
-/// Minimum of delay samples over one-minute buckets.
-#[derive(Debug, Clone)]
-struct DelayHistory {
-    buckets: [Option<u32>; BUCKETS],
-    current: usize,
-    bucket_start: Option<Instant>,
-}
-
-impl DelayHistory {
-    fn new() -> Self {
-        DelayHistory { buckets: [None; BUCKETS], current: 0, bucket_start: None }
-    }
-
-    fn add(&mut self, now: Instant, sample: u32) {
-        let start = *self.bucket_start.get_or_insert(now);
-        if now.saturating_duration_since(start) >= BUCKET_LEN {
-            self.current = (self.current + 1) % BUCKETS;
-            self.buckets[self.current] = None;
-            self.bucket_start = Some(now);
-        }
-        let slot = &mut self.buckets[self.current];
-        if slot.is_none_or(|b| wrapping_lt(sample, b)) {
-            *slot = Some(sample);
-        }
-    }
-
-    fn base(&self) -> Option<u32> {
-        self.buckets.iter().flatten().copied().reduce(|a, b| if wrapping_lt(b, a) { b } else { a })
-    }
-
-    fn shift(&mut self, by: u32) {
-        for b in self.buckets.iter_mut().flatten() {
-            *b = b.wrapping_add(by);
-        }
-    }
-}
-
 /// The LEDBAT controller.
 #[derive(Debug, Clone)]
 pub struct Ledbat {
@@ -123,12 +68,7 @@ pub struct Ledbat {
     cwnd: usize,
     ssthresh: usize,
     slow_start: bool,
-    ours: DelayHistory,
-    theirs: DelayHistory,
-    recent: [u32; 8],
-    recent_len: usize,
-    recent_at: usize,
-    queuing_delay: Option<Duration>,
+    delay: DelayEstimator,
     last_rtt: Option<Duration>,
 }
 
@@ -142,12 +82,7 @@ impl Ledbat {
             cwnd,
             ssthresh: config.max_window,
             slow_start: true,
-            ours: DelayHistory::new(),
-            theirs: DelayHistory::new(),
-            recent: [0; 8],
-            recent_len: 0,
-            recent_at: 0,
-            queuing_delay: None,
+            delay: DelayEstimator::new(config.current_filter),
             last_rtt: None,
             config,
         }
@@ -155,40 +90,6 @@ impl Ledbat {
 
     fn min_window(&self) -> usize {
         self.config.min_packets * self.mss
-    }
-
-    fn record(&mut self, now: Instant, sample: u32, reverse: Option<u32>) {
-        if let Some(rev) = reverse {
-            let before = self.theirs.base();
-            self.theirs.add(now, rev);
-            if let (Some(before), Some(after)) = (before, self.theirs.base()) {
-                if wrapping_lt(after, before) {
-                    let drift = before.wrapping_sub(after);
-                    // Clamp what one sample may shift (libutp: 10 ms).
-                    if drift <= 10_000 {
-                        self.ours.shift(drift);
-                    }
-                }
-            }
-        }
-        self.ours.add(now, sample);
-        let filter = self.config.current_filter.clamp(1, self.recent.len());
-        self.recent[self.recent_at] = sample;
-        self.recent_at = (self.recent_at + 1) % filter;
-        self.recent_len = (self.recent_len + 1).min(filter);
-        let current = self.recent[..self.recent_len]
-            .iter()
-            .copied()
-            .reduce(|a, b| if wrapping_lt(b, a) { b } else { a })
-            .unwrap_or(sample);
-        let base = self.ours.base().unwrap_or(current);
-        // After a base shift the current sample may sit below the base.
-        let queued = current.wrapping_sub(base) as i32;
-        let mut delay = Duration::from_micros(queued.max(0) as u64);
-        if let Some(rtt) = self.last_rtt {
-            delay = delay.min(rtt);
-        }
-        self.queuing_delay = Some(delay);
     }
 }
 
@@ -198,9 +99,9 @@ impl Controller for Ledbat {
             self.last_rtt = Some(rtt);
         }
         if let Some(sample) = ack.one_way_delay {
-            self.record(now, sample, ack.reverse_delay);
+            self.delay.record(now, sample, ack.reverse_delay, self.last_rtt);
         }
-        let Some(delay) = self.queuing_delay else {
+        let Some(delay) = self.delay.queuing_delay() else {
             // No delay information (a peer that sends none): grow like
             // congestion avoidance without the delay signal, gently.
             if ack.window_limited {
@@ -246,7 +147,7 @@ impl Controller for Ledbat {
     fn on_loss(&mut self, _now: Instant, _bytes_in_flight: usize) {
         // A loss while the queue we add is small says little about
         // congestion (random loss): back off less than when it is large.
-        let queue_small = self.queuing_delay.is_some_and(|d| d * 4 < self.config.target);
+        let queue_small = self.delay.queuing_delay().is_some_and(|d| d * 4 < self.config.target);
         let keep = if queue_small { 0.75 } else { 0.5 };
         self.cwnd = ((self.cwnd as f64 * keep) as usize).max(self.min_window());
         self.ssthresh = self.cwnd;
@@ -264,7 +165,7 @@ impl Controller for Ledbat {
     }
 
     fn queuing_delay(&self) -> Option<Duration> {
-        self.queuing_delay
+        self.delay.queuing_delay()
     }
 }
 

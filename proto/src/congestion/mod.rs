@@ -5,11 +5,14 @@
 //! the controller answers with a congestion window in bytes. Every hook
 //! takes `now` so that controllers stay deterministic.
 
+mod delay;
 mod fixed;
 mod ledbat;
+mod ledbat_pp;
 
 pub use fixed::{FixedWindow, FixedWindowConfig};
 pub use ledbat::{Ledbat, LedbatConfig};
+pub use ledbat_pp::{LedbatPlusPlus, LedbatPlusPlusConfig};
 
 use std::fmt;
 use std::time::{Duration, Instant};
