@@ -18,6 +18,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test (workspace)"
 cargo test --workspace --locked
 
+step "interop again with LEDBAT++ (the wire must not depend on the controller)"
+UTP_INTEROP_CONGESTION=ledbat++ cargo test -p utp-interop --locked
+
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 

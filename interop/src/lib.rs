@@ -145,6 +145,28 @@ impl PeerProcess {
     }
 }
 
+/// The socket configuration every interop test starts from: the default,
+/// with the congestion controller `UTP_INTEROP_CONGESTION` names (unset or
+/// `ledbat`: classic LEDBAT, the default; `ledbat++`: LEDBAT++). The wire
+/// does not depend on it: the README's test command runs the suite once
+/// with each.
+///
+/// # Panics
+/// On any other value of the variable.
+#[must_use]
+pub fn config() -> libp2p_utp::Config {
+    let mut config = libp2p_utp::Config::default();
+    match std::env::var("UTP_INTEROP_CONGESTION").as_deref() {
+        Err(_) | Ok("ledbat") => {}
+        Ok("ledbat++") => {
+            config.transport_mut().congestion =
+                std::sync::Arc::new(utp_proto::congestion::LedbatPlusPlusConfig::default());
+        }
+        Ok(other) => panic!("UTP_INTEROP_CONGESTION={other}: expected ledbat or ledbat++"),
+    }
+    config
+}
+
 /// A uTP socket on 127.0.0.1 (any port) with `config`; panics when binding
 /// fails (a test helper).
 pub async fn loopback_socket(config: libp2p_utp::Config) -> libp2p_utp::UtpSocket {

@@ -31,7 +31,7 @@ const LIMIT: Duration = Duration::from_secs(100);
 const BOTH: ExtFlags = ExtFlags(ExtFlags::METADATA.0 | ExtFlags::SYN_DATA.0);
 
 fn ext_config() -> Config {
-    let mut config = Config::default();
+    let mut config = utp_interop::config();
     config.transport_mut().extensions = BOTH;
     config
 }

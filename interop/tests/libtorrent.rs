@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libp2p_utp::{Config, UtpSocket};
+use libp2p_utp::UtpSocket;
 use utp_interop::bittorrent::{self, Metainfo, Options, ScratchDir};
 use utp_interop::{loopback_socket, require, seeded_bytes, sha256_hex, Peer, PeerProcess};
 
@@ -15,7 +15,7 @@ const LIMIT: Duration = Duration::from_secs(100);
 const BUFSIZE: &str = "4194304";
 
 async fn socket() -> UtpSocket {
-    loopback_socket(Config::default()).await
+    loopback_socket(utp_interop::config()).await
 }
 
 fn opts() -> Options {

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use libp2p_utp::{Config, UtpSocket};
+use libp2p_utp::UtpSocket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use utp_interop::{
     assert_echo, loopback_socket, require, seeded_bytes, sha256_hex, Peer, PeerProcess,
@@ -13,7 +13,7 @@ const MIB: usize = 1 << 20;
 const LIMIT: Duration = Duration::from_secs(120);
 
 async fn socket() -> UtpSocket {
-    loopback_socket(Config::default()).await
+    loopback_socket(utp_interop::config()).await
 }
 
 /// Our client, libutp's echo server: what comes back is what we sent.

@@ -22,7 +22,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use libp2p_utp::{Config, UtpSocket, UtpStream};
+use libp2p_utp::{UtpSocket, UtpStream};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use utp_interop::{loopback_socket, require, seeded_bytes, sha256_hex, Peer, PeerProcess};
@@ -35,7 +35,7 @@ const LIMIT: Duration = Duration::from_secs(25);
 const STEP: Duration = Duration::from_secs(10);
 
 async fn socket_with_idle(idle: Duration) -> UtpSocket {
-    let mut config = Config::default();
+    let mut config = utp_interop::config();
     config.transport_mut().idle_timeout = idle;
     loopback_socket(config).await
 }

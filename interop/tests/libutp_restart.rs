@@ -33,7 +33,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use libp2p_utp::{Config, UtpSocket, UtpStream};
+use libp2p_utp::{UtpSocket, UtpStream};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
@@ -278,7 +278,7 @@ async fn restart(kind: Kind) {
     if !require(Peer::Libutp) {
         return;
     }
-    let mut config = Config::default();
+    let mut config = utp_interop::config();
     config.transport_mut().idle_timeout = IDLE;
     let sock = loopback_socket(config).await;
     let port = sock.local_addr().unwrap().port().to_string();

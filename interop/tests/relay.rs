@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use libp2p_utp::{Config, UtpSocket};
+use libp2p_utp::UtpSocket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use utp_interop::relay::{Action, Direction, Filter, Impairment, Relay, RelayConfig};
@@ -27,7 +27,7 @@ const LIMIT: Duration = Duration::from_secs(100);
 // ------------------------------------------------------------ helpers
 
 async fn utp_socket() -> UtpSocket {
-    loopback_socket(Config::default()).await
+    loopback_socket(utp_interop::config()).await
 }
 
 /// A socket for the lossy transfers: `close_timeout` raised to 60 s. The
@@ -36,7 +36,7 @@ async fn utp_socket() -> UtpSocket {
 /// at 10 % loss on a loaded machine a retransmission backoff alone can leave
 /// more than the default 10 s without progress after our FIN.
 async fn lossy_utp_socket() -> UtpSocket {
-    let mut config = Config::default();
+    let mut config = utp_interop::config();
     config.transport_mut().close_timeout = Duration::from_secs(60);
     loopback_socket(config).await
 }
@@ -661,7 +661,7 @@ async fn our_client_libutp_server_first_syn_ack_lost() {
     let (filter, log) = drop_first_syn_ack_logged();
     let relay =
         Relay::start(RelayConfig::new(addr).with_seed(10).with_filter(filter)).await.unwrap();
-    let mut config = Config::default();
+    let mut config = utp_interop::config();
     config.transport_mut().connect_timeout = Duration::from_secs(4);
     let sock = UtpSocket::bind_with_config("127.0.0.1:0".parse::<SocketAddr>().unwrap(), config)
         .await

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libp2p_utp::{Config, UtpSocket};
+use libp2p_utp::UtpSocket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use utp_interop::bittorrent::{self, Metainfo, Options, ScratchDir};
 use utp_interop::tshark::{self, Analysis, Capture};
@@ -29,7 +29,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 const WND_CAP: u64 = 0x38_0000;
 
 async fn unbatched_socket() -> UtpSocket {
-    let mut config = Config::default();
+    let mut config = utp_interop::config();
     config.batched_io = false;
     UtpSocket::bind_with_config("127.0.0.1:0".parse::<SocketAddr>().unwrap(), config)
         .await

@@ -82,7 +82,12 @@ pub struct TransportConfig {
     pub extensions: crate::wire::ExtFlags,
     /// Largest payload carried on a SYN (when SYN data is negotiated).
     pub max_syn_data: usize,
-    /// The congestion controller.
+    /// The congestion controller: classic LEDBAT by default (RFC 6817, as
+    /// libutp runs it: 100 ms target), or
+    /// [`LedbatPlusPlusConfig`](crate::congestion::LedbatPlusPlusConfig)
+    /// for LEDBAT++ (fair between flows, 60 ms of queuing delay, yields
+    /// more to TCP, but far slower under random loss; the README's
+    /// congestion control section has the figures of both).
     pub congestion: Arc<dyn ControllerFactory>,
 }
 

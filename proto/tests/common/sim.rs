@@ -67,6 +67,10 @@ pub enum Side {
 /// Sees every datagram sent (from which side); returning `true` drops it.
 pub type Filter = Box<dyn FnMut(Side, &[u8]) -> bool>;
 
+/// Extra delay for a datagram of flow 0 that arrived at a side, after its
+/// link (propagation past the bottleneck, per connection for example).
+pub type ArrivalDelay = Box<dyn FnMut(Side, &[u8]) -> Duration>;
+
 pub struct Sim {
     pub now: Instant,
     pub start: Instant,
@@ -82,6 +86,11 @@ pub struct Sim {
     pub b_clock_rate: f64,
     /// Other traffic sharing the links (flow tag 1).
     pub cross: Option<Box<dyn CrossTraffic>>,
+    /// Holds arriving datagrams this much longer (see [`ArrivalDelay`]).
+    pub arrival_delay: Option<ArrivalDelay>,
+    /// Datagrams held by `arrival_delay`: (due, order, to, bytes).
+    held: std::collections::BTreeMap<(Instant, u64), (Side, Vec<u8>)>,
+    held_seq: u64,
     epoch: Instant,
     buf: Vec<u8>,
 }
@@ -139,6 +148,9 @@ impl Sim {
             filter: None,
             b_clock_rate: 1.0,
             cross: None,
+            arrival_delay: None,
+            held: std::collections::BTreeMap::new(),
+            held_seq: 0,
             epoch,
             buf: vec![0u8; 65536],
         }
@@ -173,10 +185,11 @@ impl Sim {
         let now = self.now;
         let b_now = self.local(Side::B, now);
         // Arrivals.
+        let mut arrived = Vec::new();
         while let Some((tag, d)) = self.ab.poll_recv_tagged(now) {
             progress = true;
             if tag == 0 {
-                deliver(&mut self.b, self.a.addr, b_now, &d);
+                arrived.push((Side::B, d));
             } else if let Some(cross) = self.cross.as_mut() {
                 cross.on_recv(now, Side::B, d);
             }
@@ -184,9 +197,31 @@ impl Sim {
         while let Some((tag, d)) = self.ba.poll_recv_tagged(now) {
             progress = true;
             if tag == 0 {
-                deliver(&mut self.a, self.b.addr, now, &d);
+                arrived.push((Side::A, d));
             } else if let Some(cross) = self.cross.as_mut() {
                 cross.on_recv(now, Side::A, d);
+            }
+        }
+        for (to, d) in arrived {
+            let Some(delay) = self.arrival_delay.as_mut() else {
+                match to {
+                    Side::B => deliver(&mut self.b, self.a.addr, b_now, &d),
+                    Side::A => deliver(&mut self.a, self.b.addr, now, &d),
+                }
+                continue;
+            };
+            let extra = delay(to, &d);
+            self.held_seq += 1;
+            self.held.insert((now + extra, self.held_seq), (to, d));
+        }
+        while let Some(entry) = self.held.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let (to, d) = entry.remove();
+            match to {
+                Side::B => deliver(&mut self.b, self.a.addr, b_now, &d),
+                Side::A => deliver(&mut self.a, self.b.addr, now, &d),
             }
         }
         if let Some(cross) = self.cross.as_mut() {
@@ -269,6 +304,7 @@ impl Sim {
             self.a.endpoint.poll_timeout(),
             b_timeout,
             self.cross.as_ref().and_then(|c| c.next_wakeup()),
+            self.held.keys().next().map(|&(t, _)| t),
         ]
         .into_iter()
         .flatten()

@@ -1,9 +1,21 @@
-//! LEDBAT in the simulator: utilisation and queuing delay at a bottleneck,
-//! yielding to a loss-based flow, clock drift, route changes.
+//! Classic LEDBAT (RFC 6817, as libutp runs it; the default) in the
+//! simulator: utilisation and queuing delay at a bottleneck, yielding to a
+//! loss-based flow, clock drift, route changes. LEDBAT++ and the
+//! comparison of both: `fairness.rs`.
 
 use std::time::Duration;
 
-use utp_proto::EndpointConfig;
+use std::sync::Arc;
+
+use utp_proto::congestion::LedbatConfig;
+use utp_proto::{EndpointConfig, TransportConfig};
+
+/// An endpoint running classic LEDBAT.
+pub(crate) fn classic() -> EndpointConfig {
+    let transport =
+        TransportConfig { congestion: Arc::new(LedbatConfig::default()), ..Default::default() };
+    EndpointConfig { transport: transport.into(), ..Default::default() }
+}
 
 use crate::common::link::LinkConfig;
 use crate::common::sim::{pattern, Sim, Transfer};
@@ -25,8 +37,8 @@ pub(crate) struct Measure {
 /// A sends `secs` worth of data to B; measures the second half (steady state).
 pub(crate) fn single_flow(link: LinkConfig, secs: u64, seed: u64) -> Measure {
     let mut sim = Sim::new(
-        EndpointConfig::default(),
-        EndpointConfig::default(),
+        classic(),
+        classic(),
         link,
         LinkConfig::ideal().with_latency(Duration::from_millis(10)),
         seed,
@@ -98,8 +110,7 @@ struct Scenario {
 /// simulator.
 fn shared_run(secs: u64, scenario: Scenario, seed: u64) -> (Vec<u64>, Option<Reno>, Sim) {
     let back = LinkConfig::ideal().with_latency(Duration::from_millis(10));
-    let mut sim =
-        Sim::new(EndpointConfig::default(), EndpointConfig::default(), bottleneck(), back, seed);
+    let mut sim = Sim::new(classic(), classic(), bottleneck(), back, seed);
     if scenario.b_rate > 0.0 {
         sim.b_clock_rate = scenario.b_rate;
     }

@@ -7,6 +7,7 @@ mod common;
 mod basic;
 mod close;
 mod extensions;
+mod fairness;
 mod goodput;
 mod handshake;
 mod ledbat;
