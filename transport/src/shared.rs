@@ -177,6 +177,22 @@ impl Inner {
         self.accept_wakers.drain_into(out);
     }
 
+    /// A connection waiting in the accept queue that timed out there (a
+    /// SYN with data whose initiator never confirmed, evicted or expired):
+    /// it leaves the queue unseen. Returns whether it did.
+    fn drop_expired_queued(&mut self, handle: ConnectionHandle) -> bool {
+        let Some(i) = self.accept_queue.iter().position(|&h| h == handle) else { return false };
+        let expired = self
+            .endpoint
+            .connection(handle)
+            .is_some_and(|c| c.error() == Some(utp_proto::ConnectionError::TimedOut));
+        if expired {
+            self.accept_queue.remove(i);
+            self.release(handle);
+        }
+        expired
+    }
+
     /// Resets a connection nobody took and lets go of it.
     fn abort(&mut self, handle: ConnectionHandle) {
         if let Some(conn) = self.endpoint.connection_mut(handle) {
@@ -188,7 +204,8 @@ impl Inner {
     /// A connection the driver accepted: to the application once the
     /// initiator has confirmed the handshake, or at once when the SYN
     /// brought data to answer (the answer stays within the engine's
-    /// anti-amplification limit until confirmation).
+    /// anti-amplification limit until confirmation; such a stream's peer
+    /// address is unproven until then, as with any request on a SYN).
     pub(crate) fn on_accepted(
         &mut self,
         handle: ConnectionHandle,
@@ -257,6 +274,9 @@ impl Inner {
                 }
                 _ => {}
             }
+            return;
+        }
+        if event == Event::Closed && self.drop_expired_queued(handle) {
             return;
         }
         let Some(w) = self.wakers(handle) else { return };

@@ -536,3 +536,47 @@ fn handles_are_send_sync_unpin() {
     check::<libp2p_utp::IncomingStreams>();
     check::<Config>();
 }
+
+/// A SYN with data goes to `accept()` before its initiator confirms (so
+/// that the application can answer within the round trip). A spoofed one
+/// never confirms: once it expires it leaves the accept queue unseen, and
+/// the next real connection is the one `accept()` returns (found by review:
+/// expired connections stayed queued, and a flood of them filled the
+/// backlog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_syn_with_data_leaves_the_accept_queue_when_it_expires() {
+    use utp_proto::wire::{Extension, Extensions, Negotiation, PacketType, Repr, SeqNr};
+    init_tracing();
+    let mut config = test_config();
+    config.transport_mut().extensions = ExtFlags(ExtFlags::SYN_DATA.0);
+    config.transport_mut().half_open_timeout = Duration::from_millis(500);
+    let server = socket(config).await;
+    let addr = server.local_addr().unwrap();
+    let test = async move {
+        // A SYN with data from an address that will never confirm.
+        let spoofer = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut syn = Repr::new(PacketType::Syn, 4242, SeqNr(7), SeqNr(0));
+        let mut exts = Extensions::new();
+        exts.push(Extension::ExtensionBits(Negotiation::new(ExtFlags::SYN_DATA).to_bits()))
+            .unwrap();
+        syn.extensions = exts;
+        syn.payload = b"GET /";
+        syn.wnd_size = 1 << 20;
+        let mut buf = vec![0u8; syn.buffer_len()];
+        let n = syn.emit(&mut buf).unwrap();
+        spoofer.send_to(&buf[..n], addr).unwrap();
+        // Well past its half-open life.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let client = socket(test_config()).await;
+        let client_addr = client.local_addr().unwrap();
+        let dial = tokio::spawn(async move {
+            let mut s = client.connect(addr).await.unwrap();
+            s.write_all(b"hello").await.unwrap();
+            s
+        });
+        let accepted = server.accept().await.unwrap();
+        assert_eq!(accepted.peer_addr(), client_addr, "the expired SYN was handed out");
+        let _ = dial.await.unwrap();
+    };
+    bounded(10, "expired SYN data", test).await;
+}

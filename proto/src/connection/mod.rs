@@ -301,6 +301,9 @@ pub struct Connection {
     last_send: Instant,
     /// When the last validated packet arrived.
     last_recv: Instant,
+    /// When the connection was created: a half-open one lives at most
+    /// `connect_timeout` from here, however often its SYN comes again.
+    created: Instant,
     stats: Stats,
 }
 
@@ -461,6 +464,7 @@ impl Connection {
             events: 0,
             last_send: now,
             last_recv: now,
+            created: now,
             stats: Stats::default(),
             config,
         }
@@ -508,12 +512,18 @@ impl Connection {
         self.state == State::SynRecv
     }
 
-    /// Whether a SYN with this connection's ids may replace it: it is
-    /// lingering after a complete close, or the peer sent nothing valid for
-    /// [`STALE_AFTER`] (a restarted peer redialling with the same id).
-    pub(crate) fn is_replaceable(&self, now: Instant) -> bool {
+    /// Whether a SYN (with sequence number `syn_seq`) with this
+    /// connection's ids may replace it: it is lingering after a complete
+    /// close, or the peer sent nothing valid for [`STALE_AFTER`] and the SYN
+    /// repeats the one that opened this connection, as a restarted libutp
+    /// peer does (its unseeded `rand()` gives the same ids and sequence
+    /// numbers in every process). A blind attacker must guess that sequence
+    /// number too, as hard as a RESET's ack; a libutp peer's numbers are
+    /// predictable, but then so is everything that kills libutp's own side.
+    pub(crate) fn is_replaceable(&self, now: Instant, syn_seq: SeqNr) -> bool {
         self.state == State::TimeWait
-            || now.saturating_duration_since(self.last_recv) >= STALE_AFTER
+            || (syn_seq == self.syn_seq
+                && now.saturating_duration_since(self.last_recv) >= STALE_AFTER)
     }
 
     /// Ends the connection silently: a new connection from the same peer
@@ -699,7 +709,10 @@ impl Connection {
         self.released = true;
         self.recv.drop_readable();
         self.shutdown();
-        if self.state == State::Established && self.local_fin == LocalFin::Acked {
+        // Whatever is still unsent or unacknowledged gets `close_timeout`
+        // from now, renewed only by progress: a peer that acknowledges
+        // nothing cannot hold the connection with keepalives.
+        if self.state == State::Established && self.timers.get(Timer::Close).is_none() {
             self.timers.set(Timer::Close, now + self.config.close_timeout);
         }
     }
@@ -925,7 +938,8 @@ impl Connection {
                 // The initiator is still trying (its SYN-ACK was lost): the
                 // half-open life runs from its latest SYN. The endpoint's
                 // bound on half-open connections holds whatever SYNs come.
-                self.timers.set(Timer::Connect, now + self.config.half_open_timeout);
+                let cap = self.created + self.config.connect_timeout;
+                self.timers.set(Timer::Connect, (now + self.config.half_open_timeout).min(cap));
                 return PacketVerdict::Accepted;
             }
             self.stats.invalid_packets += 1;
@@ -1255,7 +1269,9 @@ impl Connection {
             self.set_event(Event::Finished);
         }
         if progressed || acked > 0 {
-            if let LocalFin::Sent(_) = self.local_fin {
+            if matches!(self.local_fin, LocalFin::Sent(_))
+                || (self.released && self.local_fin == LocalFin::Requested)
+            {
                 // Closing, but the peer still takes our data: the close
                 // timeout counts from the last progress, not from the FIN.
                 self.timers.set(Timer::Close, now + self.config.close_timeout);
@@ -1449,6 +1465,10 @@ impl Connection {
         self.dont_fragment = false;
         if self.reset_pending {
             self.reset_pending = false;
+            if self.amplification_room().is_some_and(|room| room < HEADER_LEN) {
+                // Not even a RESET for an address that never confirmed.
+                return None;
+            }
             let mut repr = Repr::new(
                 PacketType::Reset,
                 self.send_id,

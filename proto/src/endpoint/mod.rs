@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use rand::rngs::SmallRng;
+use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, trace};
 
@@ -178,7 +178,7 @@ const TIMER_HEAP_SLACK: usize = 4;
 pub struct Endpoint {
     config: EndpointConfig,
     epoch: Instant,
-    rng: SmallRng,
+    rng: StdRng,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     live: usize,
@@ -209,8 +209,8 @@ impl Endpoint {
     #[must_use]
     pub fn new(config: EndpointConfig, now: Instant) -> Self {
         let rng = match config.rng_seed {
-            Some(seed) => SmallRng::seed_from_u64(seed),
-            None => SmallRng::from_entropy(),
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
         };
         let reset_tokens = f64::from(config.reset_rate);
         Endpoint {
@@ -411,8 +411,9 @@ impl Endpoint {
                 self.stats.half_open_expired += 1;
             }
         }
-        // Forget completed entries at the front, so the queue holds about
-        // as many entries as there are half-open connections.
+        // Forget completed entries at the front; and all of them when they
+        // outnumber the half-open connections (one that stays half-open at
+        // the front would otherwise keep every entry behind it).
         while let Some(&(i, serial)) = self.half_open_queue.front() {
             match self.slots.get(i) {
                 Some(Some(s)) if s.serial == serial && s.half_open => break,
@@ -420,6 +421,15 @@ impl Endpoint {
                     self.half_open_queue.pop_front();
                 }
             }
+        }
+        if self.half_open_queue.len() > 2 * self.half_open + 64 {
+            let slots = &self.slots;
+            self.half_open_queue.retain(|&(i, serial)| {
+                slots
+                    .get(i)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|s| s.serial == serial && s.half_open)
+            });
         }
     }
 
@@ -664,7 +674,7 @@ impl Endpoint {
             // redialling with the same id (libutp's ids repeat), or a
             // forgery. It replaces the connection only if the peer has
             // been silent for a while; otherwise it changes nothing.
-            if verdict != PacketVerdict::StaleSyn || !slot.conn.is_replaceable(now) {
+            if verdict != PacketVerdict::StaleSyn || !slot.conn.is_replaceable(now, syn.seq_nr) {
                 self.count(verdict);
                 return DatagramEvent::Dropped;
             }

@@ -236,7 +236,10 @@ fn a_reset_answering_our_keepalive_ends_the_connection() {
 /// connection id and sequence number (libutp's unseeded `rand()` does
 /// exactly that) replaces its stale connection once the old one has been
 /// silent for 2 s: libutp's second SYN, 3 s after the first, gets through.
-/// A SYN with the id of a connection whose peer is alive changes nothing.
+/// A SYN with the id of a connection whose peer is alive changes nothing,
+/// nor does one with another sequence number (a blind attacker must guess
+/// it: found by review, one forged SYN killed any connection silent for
+/// 2 s).
 #[test]
 fn a_restarted_peer_redials_with_the_same_id() {
     let seeded = || EndpointConfig { rng_seed: Some(77), ..EndpointConfig::default() };
@@ -249,6 +252,15 @@ fn a_restarted_peer_redials_with_the_same_id() {
     sim.b.endpoint.handle_datagram(now, a_addr, &packet(PacketType::Syn, id, 1, 0, b""));
     assert!(!sim.b.endpoint.connection(old).unwrap().is_closed());
     assert_eq!(sim.b.endpoint.stats().dropped_stale_syn, 1);
+    // Silent for 3 s, and a forged SYN with the id but not the sequence
+    // number of the SYN that opened the connection: still nothing.
+    sim.filter = Some(Box::new(|side, _| side == Side::A));
+    sim.run_for(Duration::from_secs(3));
+    sim.filter = None;
+    let now = sim.now;
+    sim.b.endpoint.handle_datagram(now, a_addr, &packet(PacketType::Syn, id, 2, 0, b""));
+    assert!(!sim.b.endpoint.connection(old).unwrap().is_closed());
+    assert_eq!(sim.b.endpoint.stats().dropped_stale_syn, 2);
     // A restarts with the same seed: same id, same sequence number.
     let now = sim.now;
     sim.a.endpoint = Endpoint::new(seeded(), now);
@@ -343,4 +355,95 @@ fn one_connection_at_its_limits_stays_within_its_bound() {
     );
     assert!(b.recv_window < 64 << 10, "the receive buffer did not fill: {b:?}");
     assert!(peak as usize <= 2 * bound, "{peak} > 2 x {bound}");
+}
+
+/// A released connection whose peer stops taking data (its window closes,
+/// it never reads) and keeps the connection alive with keepalives: our FIN
+/// never leaves, and yet the connection is reset `close_timeout` after the
+/// release (found by review: before, it was held forever with its send
+/// buffer).
+#[test]
+fn a_released_connection_with_a_stuck_peer_is_freed() {
+    let small = config(|t| t.receive_buffer_size = 64 << 10);
+    let mut sim = Sim::new(small, EndpointConfig::default(), lan(), lan(), 29);
+    let (_, hb) = open_idle(&mut sim);
+    // B sends more than A's window; A never reads.
+    let c = sim.b.endpoint.connection_mut(hb).unwrap();
+    let mut written = 0;
+    while let Ok(n) = c.write(&[1u8; 65536]) {
+        if n == 0 || written > 1 << 20 {
+            break;
+        }
+        written += n;
+    }
+    sim.run_for(Duration::from_secs(2));
+    let now = sim.now;
+    sim.b.endpoint.release(now, hb);
+    let released = sim.elapsed();
+    let mut freed_at = None;
+    for _ in 0..40 {
+        sim.run_for(Duration::from_secs(5));
+        if freed_at.is_none() && sim.b.endpoint.connection_count() == 0 {
+            freed_at = Some(sim.elapsed() - released);
+        }
+    }
+    println!(
+        "released with {written} bytes unsent to a peer that never reads: freed after {freed_at:?}"
+    );
+    assert!(freed_at.is_some_and(|t| t <= Duration::from_secs(20)), "{freed_at:?}");
+}
+
+/// A half-open connection kept alive by its SYN, sent again and again,
+/// while handshakes complete behind it: the queue of half-open connections
+/// stays bounded (found by review: it kept an entry for every connection
+/// accepted after the pinned one), and the pinned one still expires after
+/// `connect_timeout`.
+#[test]
+fn a_pinned_half_open_connection_bounds_nothing_behind_it() {
+    use crate::{deliver, drain, heap_held};
+    let mut now = std::time::Instant::now();
+    let mut ep = Endpoint::new(EndpointConfig::default(), now);
+    let victim: std::net::SocketAddr = "10.9.9.9:7000".parse().unwrap();
+    let pinned_syn = packet(PacketType::Syn, 1, 1, 0, b"");
+    let pinned = deliver(&mut ep, now, victim, &pinned_syn).expect("accepted");
+    drain(&mut ep, now);
+    let base = heap_held();
+    let mut peak = 0;
+    for i in 0..20_000u32 {
+        let peer: std::net::SocketAddr =
+            std::net::SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 5000));
+        let h = deliver(&mut ep, now, peer, &packet(PacketType::Syn, 100, 1000, 0, b""))
+            .expect("accepted");
+        let syn_ack = drain(&mut ep, now).pop().expect("SYN-ACK").1;
+        let s = Repr::parse_bytes(&syn_ack).unwrap().seq_nr.0;
+        // The initiator confirms, then the connection is reset and freed.
+        ep.handle_datagram(
+            now,
+            peer,
+            &packet(PacketType::State, 101, 1001, s.wrapping_sub(1), b""),
+        );
+        assert!(!ep.connection(h).unwrap().is_half_open());
+        ep.connection_mut(h).unwrap().reset();
+        ep.release(now, h);
+        drain(&mut ep, now);
+        if i % 100 == 0 {
+            // The pinned SYN again, every ~9 s of virtual time.
+            now += Duration::from_millis(450);
+            ep.handle_datagram(now, victim, &pinned_syn);
+            drain(&mut ep, now);
+            if ep.poll_timeout().is_some_and(|t| t <= now) {
+                ep.handle_timeout(now);
+            }
+            drain(&mut ep, now);
+        }
+        peak = peak.max(heap_held() - base);
+    }
+    println!(
+        "20,000 handshakes behind a half-open connection pinned by its SYN: heap grew by at most \
+         {} KiB; the pinned one expired: {}",
+        peak / 1024,
+        ep.connection(pinned).unwrap().is_closed()
+    );
+    assert!(peak < 256 << 10, "{peak} bytes");
+    assert!(ep.connection(pinned).unwrap().is_closed(), "pinned forever");
 }
