@@ -173,18 +173,7 @@ impl Controller for Ledbat {
 mod tests {
     use super::*;
 
-    fn ack(bytes: usize, delay_us: u32, rtt_ms: u64) -> AckInfo {
-        AckInfo {
-            bytes_acked: bytes,
-            bytes_in_flight: bytes,
-            rtt: Some(Duration::from_millis(rtt_ms)),
-            min_rtt: Some(Duration::from_millis(rtt_ms)),
-            one_way_delay: Some(delay_us),
-            reverse_delay: None,
-            window_limited: true,
-            mss: 1000,
-        }
-    }
+    use crate::congestion::test_ack as ack;
 
     #[test]
     fn grows_below_target_and_shrinks_above() {

@@ -69,3 +69,19 @@ pub trait ControllerFactory: Send + Sync + fmt::Debug {
     /// payload bytes.
     fn build(&self, now: Instant, mss: usize) -> Box<dyn Controller>;
 }
+
+/// An acknowledgement for the controllers' unit tests: `bytes` acked, our
+/// packets' delay sample `delay_us`, an RTT sample of `rtt_ms`.
+#[cfg(test)]
+pub(crate) fn test_ack(bytes: usize, delay_us: u32, rtt_ms: u64) -> AckInfo {
+    AckInfo {
+        bytes_acked: bytes,
+        bytes_in_flight: bytes,
+        rtt: Some(Duration::from_millis(rtt_ms)),
+        min_rtt: Some(Duration::from_millis(rtt_ms)),
+        one_way_delay: Some(delay_us),
+        reverse_delay: None,
+        window_limited: true,
+        mss: 1000,
+    }
+}
