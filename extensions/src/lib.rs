@@ -200,9 +200,21 @@ pub use prost_codec::{ProstError, ProstMessageStream};
 pub const ALL: ExtFlags = ExtFlags(ExtFlags::METADATA.0 | ExtFlags::SYN_DATA.0);
 
 /// Offers and accepts both extensions on every connection of a socket
-/// configured with `config` (see `TransportConfig::extensions`).
+/// configured with `config` (see `TransportConfig::extensions`), besides
+/// those already set there (the default `LARGE_PACKETS`, which lets path
+/// MTU discovery go past 1500 bytes between peers of this library, stays).
+///
+/// ```
+/// use libp2p_utp::ExtFlags;
+/// let mut config = libp2p_utp::Config::default();
+/// utp_ext::enable(&mut config);
+/// let on = config.transport().extensions;
+/// assert!(on.contains(ExtFlags::METADATA) && on.contains(ExtFlags::SYN_DATA));
+/// assert!(on.contains(ExtFlags::LARGE_PACKETS));
+/// ```
 pub fn enable(config: &mut libp2p_utp::Config) {
-    config.transport_mut().extensions = ALL;
+    let t = config.transport_mut();
+    t.extensions = ExtFlags(t.extensions.0 | ALL.0);
 }
 
 /// The default socket configuration with both extensions enabled.
