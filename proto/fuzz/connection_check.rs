@@ -1276,6 +1276,13 @@ mod connection_check {
             if twins > 1 {
                 return;
             }
+            // The packet comes from the peer's address: the target must be a
+            // connection with the peer (not one a stranger's SYN opened).
+            let from = self.addrs[1 - ep];
+            let handle = self.records[ep][i].last_handle;
+            if self.endpoints[ep].connection(handle).is_none_or(|c| c.remote() != from) {
+                return;
+            }
             let Some(next) = self.records[ep][i].next_seq else { return };
             let ack = SeqNr(next.0.wrapping_add(2).wrapping_add(offset % BAD_ACK_SPAN));
             repr.ack_nr = ack;
@@ -1294,7 +1301,6 @@ mod connection_check {
                  with ack {}",
                 r.recv_id, r.send_id, next.0, repr.packet_type, ack.0
             );
-            let from = self.addrs[1 - ep];
             let event = self.endpoints[ep].handle_datagram(self.now, from, &datagram);
             assert!(matches!(event, DatagramEvent::Dropped), "{what}: taken ({event:?})");
             let mut buf = [0u8; 64];
