@@ -571,7 +571,7 @@ mod known_bugs {
     use std::time::{Duration, Instant};
 
     use utp_proto::wire::ExtFlags;
-    use utp_proto::{DatagramEvent, Endpoint, EndpointConfig, TransportConfig};
+    use utp_proto::{ConnectionHandle, DatagramEvent, Endpoint, EndpointConfig, TransportConfig};
 
     fn endpoint(now: Instant, seed: u64, transport: TransportConfig) -> Endpoint {
         let config = EndpointConfig {
@@ -670,13 +670,11 @@ mod known_bugs {
         assert!(again.is_err(), "the SYN data arrived twice: {:?}", again.map(|n| &buf[..n]));
     }
 
-    /// A half-closed connection (our FIN sent, the peer's data still
-    /// arriving) receives a RESET whose ack number is our FIN, before the
-    /// peer's plain ACK of it: `handle_reset` takes it for a clean close, and
-    /// `read` returns `Ok(0)`, the end of the stream, although the peer
-    /// aborted and its data never arrived: a silent truncation.
-    #[test]
-    fn reset_after_our_fin_reads_as_end_of_stream() {
+    /// A dials B with default settings and gets the SYN-ACK: (now, A's
+    /// address, B's, A, B, A's handle, B's handle).
+    fn dialed(
+    ) -> (Instant, SocketAddr, SocketAddr, Endpoint, Endpoint, ConnectionHandle, ConnectionHandle)
+    {
         let now = Instant::now();
         let (a_addr, b_addr) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
         let mut a = endpoint(now, 1, TransportConfig::default());
@@ -690,6 +688,17 @@ mod known_bugs {
         for d in transmits(&mut b, now) {
             a.handle_datagram(now, b_addr, &d);
         }
+        (now, a_addr, b_addr, a, b, dial, accepted)
+    }
+
+    /// A half-closed connection (our FIN sent, the peer's data still
+    /// arriving) receives a RESET whose ack number is our FIN, before the
+    /// peer's plain ACK of it: `handle_reset` takes it for a clean close, and
+    /// `read` returns `Ok(0)`, the end of the stream, although the peer
+    /// aborted and its data never arrived: a silent truncation.
+    #[test]
+    fn reset_after_our_fin_reads_as_end_of_stream() {
+        let (now, a_addr, b_addr, mut a, mut b, dial, accepted) = dialed();
         for d in transmits(&mut a, now) {
             b.handle_datagram(now, a_addr, &d);
         }
@@ -717,19 +726,7 @@ mod known_bugs {
     /// holds the input that found it (`read_after_own_reset`).
     #[test]
     fn read_after_own_reset_is_an_error() {
-        let now = Instant::now();
-        let (a_addr, b_addr) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
-        let mut a = endpoint(now, 1, TransportConfig::default());
-        let mut b = endpoint(now, 2, TransportConfig::default());
-        let dial = a.connect(now, b_addr, b"").expect("dial");
-        let syn = transmits(&mut a, now);
-        let DatagramEvent::Incoming(incoming) = b.handle_datagram(now, a_addr, &syn[0]) else {
-            panic!("the SYN is an incoming connection");
-        };
-        let accepted = b.accept(now, incoming).expect("accept");
-        for d in transmits(&mut b, now) {
-            a.handle_datagram(now, b_addr, &d);
-        }
+        let (now, a_addr, _, mut a, mut b, dial, accepted) = dialed();
         let conn = a.connection_mut(dial).expect("dial");
         conn.write(&[3u8; 5000]).expect("write");
         conn.shutdown();
