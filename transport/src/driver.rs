@@ -104,10 +104,9 @@ impl Driver {
                             .map(|t| (t.destination, t.size, t.dont_fragment))
                     });
                 }
-                let backlog = shared.config.accept_backlog;
                 while let Some((handle, event)) = inner.endpoint.poll_event() {
                     trace!(?handle, ?event, "event");
-                    inner.on_event(handle, event, backlog, &mut self.wakers);
+                    inner.on_event(handle, event, &mut self.wakers);
                 }
                 (inner.endpoint.poll_timeout(), inner.is_unused())
             };

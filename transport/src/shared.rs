@@ -257,22 +257,16 @@ impl Inner {
         &mut self,
         handle: ConnectionHandle,
         event: Event,
-        backlog: usize,
         out: &mut Vec<Waker>,
     ) {
+        // A confirmation leaves `handshaking` as its datagram arrives
+        // (`on_datagram`); what remains there only ends.
         if self.handshaking.contains(&handle) {
-            match event {
-                Event::Connected => {
-                    self.handshaking.remove(&handle);
-                    self.queue_accepted(handle, backlog, out);
-                }
-                Event::Closed => {
-                    // Evicted (SYN flood), expired or reset before the
-                    // handshake completed: nobody ever saw it.
-                    self.handshaking.remove(&handle);
-                    self.release(handle);
-                }
-                _ => {}
+            if event == Event::Closed {
+                // Evicted (SYN flood), expired or reset before the handshake
+                // completed: nobody ever saw it.
+                self.handshaking.remove(&handle);
+                self.release(handle);
             }
             return;
         }

@@ -160,10 +160,8 @@ pub fn run(e: &Experiment) -> Series {
     let mut sim = Sim::new(config.clone(), config, e.forward.clone(), back, e.seed);
     sim.b_clock_rate = e.b_clock_rate;
     let start = sim.now;
-    let reno =
-        e.tcp.map(|(from, to)| Rc::new(RefCell::new(NewReno::new(start + from, start + to))));
-    if let Some(r) = &reno {
-        sim.cross = Some(Box::new(r.clone()));
+    if let Some((from, to)) = e.tcp {
+        sim.cross = Some(Box::new(NewReno::new(start + from, start + to)));
     }
     // Per-flow path length, by the connection id B receives on.
     let extra: Rc<RefCell<HashMap<u16, Duration>>> = Rc::default();
@@ -246,6 +244,5 @@ pub fn run(e: &Experiment) -> Series {
     for (q, n) in series.queue_ms.iter_mut().zip(&queue_samples) {
         *q /= f64::from((*n).max(1));
     }
-    drop(reno);
     series
 }
