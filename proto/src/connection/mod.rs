@@ -295,6 +295,9 @@ pub struct Connection {
     /// The ACK of the peer's FIN must go out once more with seq = our FIN
     /// (libtorrent drops a STATE past our FIN; libutp one not past its ack).
     fin_ack_echo: bool,
+    /// Bytes of SYN data taken off the SYN after it went unanswered (see
+    /// `withdraw_syn_data`); 0 when none were.
+    syn_data_withdrawn: usize,
     reset_pending: bool,
     error: Option<ConnectionError>,
     events: u8,
@@ -459,6 +462,7 @@ impl Connection {
             negotiated: ExtFlags::NONE,
             fin_seq: None,
             fin_ack_echo: false,
+            syn_data_withdrawn: 0,
             reset_pending: false,
             error: None,
             events: 0,
@@ -844,6 +848,26 @@ impl Connection {
         self.cc.on_timeout(now);
         self.recovery_end = Some(self.sent.next_seq());
         self.dup_acks = 0;
+        if self.state == State::SynSent {
+            self.withdraw_syn_data();
+        }
+    }
+
+    /// The SYN carried data and went unanswered: it goes again bare, and
+    /// without offering SYN data. Some peers drop a SYN with a payload
+    /// unanswered (librqbit-utp drops any non-DATA packet that has one), so
+    /// a SYN that always carried its data would never connect to them. The
+    /// bytes follow as DATA once connected, unless the SYN-ACK negotiates
+    /// SYN data: only the first SYN offered it, so the peer took that SYN
+    /// and delivered its data (its SYN-ACK was lost), and the bytes count
+    /// as acknowledged.
+    fn withdraw_syn_data(&mut self) {
+        let len = self.sent.strip_lost_payload(self.syn_seq);
+        if len > 0 {
+            debug!(remote = %self.remote, len, "SYN data unanswered: the SYN goes again without it");
+            self.syn_data_withdrawn = len;
+            self.send_buf.rewind(0);
+        }
     }
 
     /// A round trip and a half without an acknowledgement while packets are in
@@ -1082,6 +1106,10 @@ impl Connection {
         });
         if let Some(s) = sample {
             self.rtt.update(s);
+        }
+        if self.syn_data_withdrawn > 0 && self.negotiated.contains(ExtFlags::SYN_DATA) {
+            // The peer took the first SYN, data and all.
+            self.send_buf.ack_to(self.syn_data_withdrawn as u64);
         }
         if syn_len > 0 {
             if self.negotiated.contains(ExtFlags::SYN_DATA) {
@@ -1721,9 +1749,12 @@ impl Connection {
         if kind == PacketType::Syn {
             repr.connection_id = self.recv_id;
             repr.ack_nr = SeqNr(0);
-            if !self.offered.is_empty() {
-                let _ =
-                    exts.push(Extension::ExtensionBits(Negotiation::new(self.offered).to_bits()));
+            let mut offer = self.offered;
+            if self.syn_data_withdrawn > 0 {
+                offer = ExtFlags(offer.0 & !ExtFlags::SYN_DATA.0);
+            }
+            if !offer.is_empty() {
+                let _ = exts.push(Extension::ExtensionBits(Negotiation::new(offer).to_bits()));
             }
         }
         if let Some(meta) = meta {

@@ -216,6 +216,16 @@ impl SentPackets {
         self.payload_in_flight = 0;
     }
 
+    /// Empties the payload of the lost packet `seq` (a SYN whose data is
+    /// withdrawn); returns the length it had. A packet in flight is left
+    /// alone (its bytes are counted), and so is an unknown one.
+    pub(crate) fn strip_lost_payload(&mut self, seq: SeqNr) -> usize {
+        match self.index(seq).map(|i| &mut self.packets[i]) {
+            Some(p) if p.lost => std::mem::take(&mut p.len),
+            _ => 0,
+        }
+    }
+
     /// The oldest packet waiting to be sent again.
     pub(crate) fn first_lost(&self) -> Option<SeqNr> {
         if self.lost == 0 {

@@ -277,6 +277,23 @@ fn syn_data_is_readable_before_the_initiator_is_connected() {
     assert_eq!(initiator_connected_when_read, Some(false));
 }
 
+/// The SYNs A sent: (payload length, SYN data offered).
+fn syns_sent(log: &Log) -> Vec<(usize, bool)> {
+    log.borrow()
+        .iter()
+        .filter(|(s, _)| *s == Side::A)
+        .filter_map(|(_, d)| Repr::parse_bytes(d).ok())
+        .filter(|r| r.packet_type == PacketType::Syn)
+        .map(|r| {
+            let offers =
+                r.extensions.negotiation().is_some_and(|n| n.flags.contains(ExtFlags::SYN_DATA));
+            (r.payload.len(), offers)
+        })
+        .collect()
+}
+
+/// The first SYN is lost: the second goes without the data (and without
+/// offering SYN data, see the next test), which follows as DATA.
 #[test]
 fn syn_data_survives_a_lost_syn() {
     let mut sim = Sim::symmetric(config(BOTH), lan(), 11);
@@ -284,16 +301,32 @@ fn syn_data_survives_a_lost_syn() {
     let data = pattern(1000, 11);
     let (got, dial) = syn_data_transfer(&mut sim, &data, Duration::from_secs(10));
     assert!(got == data, "delivered exactly once");
-    assert_eq!(conn(&sim.a.endpoint, dial).negotiated(), BOTH);
-    let syns = log
-        .borrow()
-        .iter()
-        .filter(|(s, d)| {
-            *s == Side::A && Repr::parse_bytes(d).is_ok_and(|r| r.packet_type == PacketType::Syn)
-        })
-        .count();
-    assert_eq!(syns, 2, "the SYN, with its data, was sent again");
+    assert_eq!(conn(&sim.a.endpoint, dial).negotiated(), ExtFlags::METADATA);
+    assert_eq!(syns_sent(&log), [(1000, true), (0, false)]);
     assert_eq!(sim.b.accepted.len(), 1);
+}
+
+/// A peer that drops every SYN carrying a payload, unanswered (as
+/// librqbit-utp does): the dial connects with the SYN sent again bare one
+/// SYN timeout later, and the bytes arrive once, as DATA.
+#[test]
+fn syn_data_dropped_by_the_peer_goes_as_data() {
+    let mut sim = Sim::symmetric(config(BOTH), lan(), 15);
+    let log: Log = Rc::default();
+    let l = log.clone();
+    sim.filter = Some(Box::new(move |side, d| {
+        l.borrow_mut().push((side, d.to_vec()));
+        Repr::parse_bytes(d)
+            .is_ok_and(|r| r.packet_type == PacketType::Syn && !r.payload.is_empty())
+    }));
+    let data = pattern(700, 15);
+    let (got, dial) = syn_data_transfer(&mut sim, &data, Duration::from_secs(10));
+    assert!(got == data, "delivered exactly once");
+    assert_eq!(syns_sent(&log), [(700, true), (0, false)]);
+    assert_eq!(conn(&sim.a.endpoint, dial).negotiated(), ExtFlags::METADATA);
+    let connected_at = sim.a.events.iter().position(|&(_, e)| e == Event::Connected);
+    assert!(connected_at.is_some());
+    eprintln!("SYN data dropped by the peer: connected and delivered in {:?}", sim.elapsed());
 }
 
 #[test]
