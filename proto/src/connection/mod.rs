@@ -298,6 +298,8 @@ pub struct Connection {
     /// Bytes of SYN data taken off the SYN after it went unanswered (see
     /// `withdraw_syn_data`); 0 when none were.
     syn_data_withdrawn: usize,
+    /// SYN-ACKs sent so far (the backoff of sending it again).
+    syn_acks_sent: u32,
     reset_pending: bool,
     error: Option<ConnectionError>,
     events: u8,
@@ -463,6 +465,7 @@ impl Connection {
             fin_seq: None,
             fin_ack_echo: false,
             syn_data_withdrawn: 0,
+            syn_acks_sent: 0,
             reset_pending: false,
             error: None,
             events: 0,
@@ -823,9 +826,16 @@ impl Connection {
     }
 
     fn on_retransmit_timeout(&mut self, now: Instant) {
-        // Before the initiator is confirmed nothing is sent again: its
-        // address may be a victim's (the timer restarts on confirmation).
-        if self.sent.is_empty() || matches!(self.state, State::Closed | State::SynRecv) {
+        // Before the initiator is confirmed only the SYN-ACK is sent again
+        // (some dialers never resend their SYN: librqbit-utp), and only
+        // within the anti-amplification limit, which its emission checks.
+        // Data waits: the initiator's address may be a victim's (the timer
+        // restarts on confirmation).
+        if self.state == State::SynRecv {
+            self.syn_ack_pending = true;
+            return;
+        }
+        if self.sent.is_empty() || self.state == State::Closed {
             return;
         }
         self.timeouts_in_row += 1;
@@ -1533,6 +1543,12 @@ impl Connection {
             self.ack_pending = false;
             self.keepalive_pending = false;
             self.advertised_wnd = repr.wnd_size as usize;
+            if self.state == State::SynRecv {
+                let backoff = 2u32.saturating_pow(self.syn_acks_sent.min(16));
+                self.syn_acks_sent += 1;
+                let at = now + (self.config.syn_rto * backoff).min(self.config.max_rto);
+                self.timers.set(Timer::Retransmit, at);
+            }
             return self.finish_emit(now, &repr, buf, 0);
         }
         if self.state == State::TimeWait {

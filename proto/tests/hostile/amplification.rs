@@ -1,7 +1,8 @@
 //! Reflection: a spoofed SYN makes us send to the victim whose address it
 //! carries. Until the initiator proves it receives our packets (by
 //! acknowledging the SYN-ACK), an acceptor sends at most three times the
-//! bytes it received (QUIC's rule) and retransmits nothing.
+//! bytes it received (QUIC's rule) and resends only its SYN-ACK, within
+//! that limit (`sim::handshake` shows the copies).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -75,6 +75,64 @@ fn syn_ack_lost_gets_identical_answer() {
     assert_eq!(syn_acks[0].connection_id, syn_acks[1].connection_id);
 }
 
+/// A dialer that sends its SYN once and never again (librqbit-utp does):
+/// when the SYN-ACK is lost, the acceptor sends it again after the SYN
+/// timeout, within the anti-amplification limit (a bare 20-byte SYN earns
+/// three times its bytes: the SYN-ACK and two copies).
+#[test]
+fn syn_ack_lost_dialer_that_never_resends_its_syn() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 12);
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let (mut syns, mut states) = (0, 0);
+    sim.filter = Some(Box::new(move |side, d| {
+        l.borrow_mut().push((side, d.to_vec()));
+        match (side, kind(d)) {
+            (Side::A, Some(PacketType::Syn)) => {
+                syns += 1;
+                syns > 1
+            }
+            (Side::B, Some(PacketType::State)) => {
+                states += 1;
+                states == 1
+            }
+            _ => false,
+        }
+    }));
+    sim.connect(b"");
+    assert!(connected(&mut sim, Duration::from_secs(10)));
+    // The SYN-ACK went at 10 ms; its copy one second later, then 10 ms.
+    assert_eq!(sim.elapsed(), Duration::from_millis(1020));
+    assert_eq!(sim.b.accepted.len(), 1);
+}
+
+/// Nobody answers the SYN-ACK (a spoofed SYN): it goes three times in
+/// all, three times the SYN's bytes, then the half-open connection expires.
+#[test]
+fn unanswered_syn_ack_stops_at_the_amplification_limit() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 13);
+    let log: Log = Rc::default();
+    let l = log.clone();
+    let mut syns = 0;
+    sim.filter = Some(Box::new(move |side, d| {
+        l.borrow_mut().push((side, d.to_vec()));
+        if side == Side::A {
+            syns += usize::from(kind(d) == Some(PacketType::Syn));
+            // A's first SYN goes through; nothing else of A's does.
+            return syns > 1 || kind(d) != Some(PacketType::Syn);
+        }
+        false
+    }));
+    sim.connect(b"");
+    sim.run_for(Duration::from_secs(30));
+    let sizes = |side| -> Vec<usize> {
+        log.borrow().iter().filter(|(s, _)| *s == side).map(|(_, d)| d.len()).collect()
+    };
+    let (syn, sent) = (sizes(Side::A)[0], sizes(Side::B));
+    eprintln!("acceptor's answers to one unconfirmed {syn}-byte SYN: {sent:?}");
+    assert_eq!(sent, [syn, syn, syn]);
+}
+
 #[test]
 fn duplicated_syn_opens_one_connection() {
     let link = lan().with_duplicate(1.0);
