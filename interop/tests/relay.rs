@@ -616,9 +616,11 @@ async fn libutp_client_our_source_lossy_8_mib_10_percent() {
     libutp_client_our_source(8 * MIB, lossy(0.10), 8).await;
 }
 
-/// (a) Our server behind the relay, its first SYN-ACK dropped: libutp's
-/// client retransmits the SYN (after about 3 s) and our server must answer
-/// with the SAME SYN-ACK (libutp gives up after about 21 s otherwise).
+/// (a) Our server behind the relay, its first SYN-ACK dropped. Our server
+/// resends its SYN-ACK on its own after about 1 s (for peers that never
+/// resend a SYN, such as librqbit-utp); libutp's client would retransmit its
+/// SYN after about 3 s. Either way every SYN-ACK must be the SAME one (same
+/// connection id and seq_nr), and the connection completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libutp_client_our_server_first_syn_ack_lost() {
     if !require(Peer::Libutp) {
@@ -634,9 +636,9 @@ async fn libutp_client_our_server_first_syn_ack_lost() {
     let log = log.lock().unwrap();
     eprintln!("{log:?}");
     assert_eq!(relay.stats().to_client.filtered, 1);
-    assert!(log.syns.len() >= 2, "libutp retransmitted its SYN: {log:?}");
+    assert!(!log.syns.is_empty(), "{log:?}");
     assert!(log.syns.iter().all(|s| (s.0, s.1) == (log.syns[0].0, log.syns[0].1)), "{log:?}");
-    assert!(log.syn_acks.len() >= 2, "our server answered the repeated SYN: {log:?}");
+    assert!(log.syn_acks.len() >= 2, "our server sent its SYN-ACK again: {log:?}");
     let (id, seq, ack, _) = log.syn_acks[0];
     assert!(
         log.syn_acks.iter().all(|&(i, s, a, _)| (i, s, a) == (id, seq, ack)),
