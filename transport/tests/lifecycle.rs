@@ -487,13 +487,16 @@ fn streams_fail_once_the_runtime_is_gone() {
     init_tracing();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
     let rt = rt.unwrap();
-    let (mut stream, _server) = rt.block_on(async {
+    // The dialed stream is kept: dropping it would send a FIN, and a FIN
+    // that arrives before the runtime goes makes the read an orderly end
+    // of stream (a race this test once lost in CI).
+    let (mut stream, _server, _dialed) = rt.block_on(async {
         let (server, client) = pair().await;
         let addr = server.local_addr().unwrap();
         let dial = tokio::spawn(async move { client.connect(addr).await });
         let accepted = server.accept().await.unwrap();
-        let _ = dial.await.unwrap().unwrap();
-        (accepted, server)
+        let dialed = dial.await.unwrap().unwrap();
+        (accepted, server, dialed)
     });
     drop(rt);
     let other = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
