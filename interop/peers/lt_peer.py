@@ -6,15 +6,17 @@ Run with interop/.venv/bin/python (pip `libtorrent==2.1.1`, see
 libtorrent` fails, it says so on stderr and exits 2.
 
 Modes:
-  seed --file F [--port P] [--torrent-out T] [--piece-size N] [--bufsize N]
-       [--seed-mode] [--timeout S]
+  seed --file F [--host H] [--port P] [--torrent-out T] [--piece-size N]
+       [--bufsize N] [--seed-mode] [--timeout S]
       Creates a v1 single-file torrent for F (piece size 256 KiB by default),
       writes it to T (default F + ".torrent"), and seeds F over uTP only on
-      127.0.0.1:P (P = 0: a free port) until SIGTERM/SIGINT (or S seconds).
-  download --torrent T --peer HOST:PORT --out DIR [--port P] [--bufsize N]
-       [--timeout S] [--expect-sha256 HEX]
+      H:P (H = 127.0.0.1 by default, ::1 for IPv6; P = 0: a free port) until
+      SIGTERM/SIGINT (or S seconds).
+  download --torrent T --peer HOST:PORT --out DIR [--host H] [--port P]
+       [--bufsize N] [--timeout S] [--expect-sha256 HEX]
       Adds T with save path DIR, connects to HOST:PORT over uTP, waits until
-      the download is finished (and flushed to disk) and reports. "ok" means
+      the download is finished (and flushed to disk) and reports. HOST:PORT
+      may be [::1]:PORT (then pass --host ::1 too). "ok" means
       finished, every peer had the uTP flag, and (if given) the file's sha256
       matched.
   make-file --out F --bytes N [--seed S]
@@ -25,7 +27,7 @@ Modes:
 Both session modes: TCP off in both directions, uTP on, DHT/LSD/UPnP/NAT-PMP
 off, allow_multiple_connections_per_ip on, plaintext only (no BitTorrent
 protocol encryption, so captures stay readable), listen_interfaces
-127.0.0.1:P. --bufsize N sets libtorrent's recv_socket_buffer_size and
+H:P ([H]:P for IPv6). --bufsize N sets libtorrent's recv_socket_buffer_size and
 send_socket_buffer_size (0 = OS default).
 
 Output: one JSON object per line on stdout, one line per event; diagnostics
@@ -85,11 +87,16 @@ def sha256_file(path):
     return h.hexdigest(), n
 
 
-def make_session(port, bufsize):
+def listen_on(host, port):
+    """libtorrent's listen_interfaces syntax: brackets around IPv6."""
+    return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
+
+
+def make_session(host, port, bufsize):
     mask = (lt.alert_category.error | lt.alert_category.status |
             lt.alert_category.connect | lt.alert_category.peer)
     settings = {
-        "listen_interfaces": "127.0.0.1:%d" % port,
+        "listen_interfaces": listen_on(host, port),
         "outgoing_interfaces": "",
         "enable_incoming_tcp": False,
         "enable_outgoing_tcp": False,
@@ -172,10 +179,10 @@ def cmd_seed(args):
     ti = lt.torrent_info(torrent_out)
     v1, v2 = info_hashes(ti)
 
-    ses = make_session(args.port, args.bufsize)
+    ses = make_session(args.host, args.port, args.bufsize)
     port = wait_listening(ses)
     if port is None:
-        emit({"event": "error", "message": "could not listen on 127.0.0.1:%d" % args.port})
+        emit({"event": "error", "message": "could not listen on " + listen_on(args.host, args.port)})
         return 1
     emit({"event": "listening", "port": port})
 
@@ -243,10 +250,10 @@ def cmd_download(args):
     ti = lt.torrent_info(os.path.abspath(args.torrent))
     v1, v2 = info_hashes(ti)
 
-    ses = make_session(args.port, args.bufsize)
+    ses = make_session(args.host, args.port, args.bufsize)
     port = wait_listening(ses)
     if port is None:
-        emit({"event": "error", "message": "could not listen on 127.0.0.1:%d" % args.port})
+        emit({"event": "error", "message": "could not listen on " + listen_on(args.host, args.port)})
         return 1
     emit({"event": "listening", "port": port})
 
@@ -374,6 +381,7 @@ def main(argv):
 
     s = sub.add_parser("seed")
     s.add_argument("--file", required=True)
+    s.add_argument("--host", default="127.0.0.1", help="listen address (::1 for IPv6)")
     s.add_argument("--port", type=int, default=0)
     s.add_argument("--torrent-out")
     s.add_argument("--piece-size", type=int, default=256 * 1024)
@@ -386,6 +394,7 @@ def main(argv):
     d.add_argument("--torrent", required=True)
     d.add_argument("--peer", required=True, help="HOST:PORT of the seed")
     d.add_argument("--out", required=True)
+    d.add_argument("--host", default="127.0.0.1", help="listen address (::1 for IPv6)")
     d.add_argument("--port", type=int, default=0)
     d.add_argument("--bufsize", type=int, default=0)
     d.add_argument("--timeout", type=int, default=300)

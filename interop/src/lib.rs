@@ -170,8 +170,20 @@ pub fn config() -> libp2p_utp::Config {
 /// A uTP socket on 127.0.0.1 (any port) with `config`; panics when binding
 /// fails (a test helper).
 pub async fn loopback_socket(config: libp2p_utp::Config) -> libp2p_utp::UtpSocket {
-    let addr: std::net::SocketAddr = "127.0.0.1:0".parse().expect("address");
-    libp2p_utp::UtpSocket::bind_with_config(addr, config).await.expect("bind a loopback socket")
+    loopback_socket_on(std::net::Ipv4Addr::LOCALHOST.into(), config).await
+}
+
+/// A uTP socket on `ip` (a loopback address: `127.0.0.1` or `::1`), any
+/// port, with `config`; panics when binding fails (a test helper).
+pub async fn loopback_socket_on(
+    ip: std::net::IpAddr,
+    config: libp2p_utp::Config,
+) -> libp2p_utp::UtpSocket {
+    assert!(ip.is_loopback(), "tests only bind loopback addresses, not {ip}");
+    let addr = std::net::SocketAddr::new(ip, 0);
+    libp2p_utp::UtpSocket::bind_with_config(addr, config)
+        .await
+        .unwrap_or_else(|e| panic!("bind a socket on {addr}: {e}"))
 }
 
 /// Sends `len` seeded bytes (seed 7) on `stream`, half-closes, reads what

@@ -290,7 +290,8 @@ pub fn utp_packet_type(bytes: &[u8]) -> Option<PacketType> {
 /// Settings of a [`Relay`].
 #[derive(Debug)]
 pub struct RelayConfig {
-    /// Where the relay listens for its client. Default `127.0.0.1:0`.
+    /// Where the relay listens for its client. Default: port 0 on the
+    /// loopback address of the upstream's family.
     pub listen: SocketAddr,
     /// Where the client's datagrams go.
     pub upstream: SocketAddr,
@@ -309,11 +310,16 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
-    /// A relay to `upstream` on `127.0.0.1:0` without impairments, seed 1.
+    /// A relay to `upstream` without impairments, seed 1, listening on the
+    /// loopback address of `upstream`'s family (`127.0.0.1:0` or `[::1]:0`).
     #[must_use]
     pub fn new(upstream: SocketAddr) -> Self {
+        let loopback = match upstream {
+            SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        };
         RelayConfig {
-            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            listen: SocketAddr::new(loopback, 0),
             upstream,
             seed: 1,
             to_upstream: Impairment::default(),

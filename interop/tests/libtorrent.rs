@@ -1,21 +1,54 @@
 //! Whole torrents between this project and libtorrent-rasterbar 2.1.1, uTP
 //! only: BitTorrent (our `utp_interop::bittorrent`) over our uTP, against
-//! libtorrent's BitTorrent over its own uTP.
+//! libtorrent's BitTorrent over its own uTP; over IPv4 and IPv6 loopback,
+//! directly and through our impairing relay.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p_utp::UtpSocket;
 use utp_interop::bittorrent::{self, Metainfo, Options, ScratchDir};
-use utp_interop::{loopback_socket, require, seeded_bytes, sha256_hex, Peer, PeerProcess};
+use utp_interop::relay::{Impairment, Relay, RelayConfig};
+use utp_interop::{loopback_socket_on, require, seeded_bytes, sha256_hex, Peer, PeerProcess};
 
 const MIB: usize = 1 << 20;
 const LIMIT: Duration = Duration::from_secs(100);
 const BUFSIZE: &str = "4194304";
 
-async fn socket() -> UtpSocket {
-    loopback_socket(utp_interop::config()).await
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+async fn socket(ip: IpAddr) -> UtpSocket {
+    loopback_socket_on(ip, utp_interop::config()).await
+}
+
+/// Where a transfer runs: the loopback of one family, and an optional
+/// loss rate (with its seed) for a relay in front of the seeding side.
+#[derive(Clone, Copy)]
+struct Route {
+    ip: IpAddr,
+    loss: Option<(f64, u64)>,
+}
+
+const DIRECT_V4: Route = Route { ip: V4, loss: None };
+const DIRECT_V6: Route = Route { ip: V6, loss: None };
+
+impl Route {
+    /// The address the downloader dials: the seed itself or a relay in
+    /// front of it (kept alive by the returned handle).
+    async fn to(self, seed: SocketAddr) -> (SocketAddr, Option<Relay>) {
+        match self.loss {
+            None => (seed, None),
+            Some((p, rng)) => {
+                let config = RelayConfig::new(seed)
+                    .with_impairment(Impairment::none().with_loss(p))
+                    .with_seed(rng);
+                let relay = Relay::start(config).await.unwrap();
+                (relay.local_addr(), Some(relay))
+            }
+        }
+    }
 }
 
 fn opts() -> Options {
@@ -26,13 +59,29 @@ fn opts() -> Options {
 /// takes the whole torrent over our uTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn libtorrent_seeds_our_downloader_32_mib() {
+    libtorrent_seeds_ours(DIRECT_V4, 32 * MIB).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtorrent_seeds_our_downloader_over_ipv6() {
+    libtorrent_seeds_ours(DIRECT_V6, 32 * MIB).await;
+}
+
+/// The relay on IPv6, 2 % loss each way in front of libtorrent's seed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libtorrent_seeds_our_downloader_over_ipv6_with_loss() {
+    libtorrent_seeds_ours(Route { ip: V6, loss: Some((0.02, 31)) }, 8 * MIB).await;
+}
+
+async fn libtorrent_seeds_ours(route: Route, len: usize) {
     if !require(Peer::Libtorrent) {
         return;
     }
     let dir = ScratchDir::new("lt-seed").unwrap();
-    let file = dir.path().join("lt-32mib.bin");
+    let file = dir.path().join("lt-seed.bin");
     let file_s = file.to_str().unwrap();
-    let bytes = (32 * MIB).to_string();
+    let bytes = len.to_string();
+    let host = route.ip.to_string();
     let mut mk =
         PeerProcess::libtorrent(&["make-file", "--out", file_s, "--bytes", &bytes, "--seed", "5"])
             .unwrap();
@@ -43,6 +92,8 @@ async fn libtorrent_seeds_our_downloader_32_mib() {
         "seed",
         "--file",
         file_s,
+        "--host",
+        &host,
         "--bufsize",
         BUFSIZE,
         "--timeout",
@@ -53,13 +104,13 @@ async fn libtorrent_seeds_our_downloader_32_mib() {
     let seeding = seed.wait_for("seeding", LIMIT).await;
     let meta = Metainfo::from_file(seeding["torrent"].as_str().unwrap().as_ref()).unwrap();
     assert_eq!(seeding["info_hash"].as_str(), Some(meta.info_hash_hex().as_str()), "info-hash");
-    assert_eq!(meta.length, 32 * MIB as u64);
+    assert_eq!(meta.length, len as u64);
     assert_eq!(seeding["num_pieces"].as_u64(), Some(meta.num_pieces() as u64));
 
     let out = ScratchDir::new("lt-seed-out").unwrap();
-    let sock = socket().await;
+    let sock = socket(route.ip).await;
+    let (addr, relay) = route.to(SocketAddr::new(route.ip, port as u16)).await;
     let t0 = Instant::now();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let mut stream = tokio::time::timeout(LIMIT, sock.connect(addr)).await.unwrap().unwrap();
     let (path, report) =
         bittorrent::download_to_dir(&mut stream, &meta, out.path(), &opts()).await.unwrap();
@@ -73,10 +124,13 @@ async fn libtorrent_seeds_our_downloader_32_mib() {
     tokio::time::timeout(Duration::from_secs(10), stream.close()).await.ok();
     let peer = seed.wait_for("peer", Duration::from_secs(10)).await;
     assert_eq!(peer["utp"], true, "libtorrent saw us over uTP: {peer}");
+    assert_eq!(peer["ip"].as_str(), Some(host.as_str()), "libtorrent saw us over {host}: {peer}");
     eprintln!(
-        "libtorrent -> our downloader: {} bytes, {} pieces verified in {:.2?} \
+        "libtorrent -> our downloader over {} (loss {:?}): {} bytes, {} pieces verified in {:.2?} \
          ({:.1} MB/s payload, {:.2?} with connect), {} requests, max {} outstanding, \
-         received {:?}, remote client {:?}; stats {stats:?}",
+         received {:?}, remote client {:?}; stats {stats:?}; relay {:?}",
+        route.ip,
+        route.loss,
         report.bytes,
         report.pieces_verified,
         report.elapsed,
@@ -86,25 +140,41 @@ async fn libtorrent_seeds_our_downloader_32_mib() {
         report.max_outstanding,
         report.received,
         String::from_utf8_lossy(&report.remote.peer_id[..8]),
+        relay.map(|r| r.stats()),
     );
 }
 
 /// Our seeder serves a torrent we made; libtorrent downloads it over uTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_seeder_libtorrent_downloads_32_mib() {
+    our_seeder_libtorrent_downloads(DIRECT_V4, 32 * MIB).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_seeder_libtorrent_downloads_over_ipv6() {
+    our_seeder_libtorrent_downloads(DIRECT_V6, 32 * MIB).await;
+}
+
+/// The relay on IPv6, 2 % loss each way in front of our seeder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_seeder_libtorrent_downloads_over_ipv6_with_loss() {
+    our_seeder_libtorrent_downloads(Route { ip: V6, loss: Some((0.02, 32)) }, 8 * MIB).await;
+}
+
+async fn our_seeder_libtorrent_downloads(route: Route, len: usize) {
     if !require(Peer::Libtorrent) {
         return;
     }
     let dir = ScratchDir::new("our-seed").unwrap();
-    let data = Arc::new(seeded_bytes(11, 32 * MIB));
+    let data = Arc::new(seeded_bytes(11, len));
     let sha = sha256_hex(&data);
-    let (meta, torrent) = Metainfo::create("ours-32mib.bin", &data, 256 * 1024);
+    let (meta, torrent) = Metainfo::create("ours.bin", &data, 256 * 1024);
     let meta = Arc::new(meta);
     let torrent_path = dir.path().join("ours.torrent");
     std::fs::write(&torrent_path, &torrent).unwrap();
 
-    let sock = socket().await;
-    let port = sock.local_addr().unwrap().port();
+    let sock = socket(route.ip).await;
+    let (to, relay) = route.to(sock.local_addr().unwrap()).await;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let server = sock.clone();
     let (m2, d2) = (meta.clone(), data.clone());
@@ -129,7 +199,8 @@ async fn our_seeder_libtorrent_downloads_32_mib() {
         }
     });
 
-    let peer_arg = format!("127.0.0.1:{port}");
+    let peer_arg = to.to_string();
+    let host = route.ip.to_string();
     let out = dir.path().join("out");
     let mut lt = PeerProcess::libtorrent(&[
         "download",
@@ -137,6 +208,8 @@ async fn our_seeder_libtorrent_downloads_32_mib() {
         torrent_path.to_str().unwrap(),
         "--peer",
         &peer_arg,
+        "--host",
+        &host,
         "--out",
         out.to_str().unwrap(),
         "--bufsize",
@@ -155,6 +228,7 @@ async fn our_seeder_libtorrent_downloads_32_mib() {
     assert_eq!(result["total_bytes"].as_u64(), Some(data.len() as u64), "{result}");
     for p in result["peers"].as_array().unwrap() {
         assert_ne!(p["flags"].as_u64().unwrap() & 0x20000, 0, "uTP flag: {p}");
+        assert_eq!(p["ip"].as_str(), Some(host.as_str()), "libtorrent's peer over {host}: {p}");
     }
     assert_eq!(lt.wait(Duration::from_secs(30)).await, Some(0), "lt_peer exit code");
     // libtorrent leaves when done: the seeder's connection ends.
@@ -165,9 +239,11 @@ async fn our_seeder_libtorrent_downloads_32_mib() {
     let report = report.expect("seeding");
     assert!(report.bytes >= data.len() as u64, "served {} bytes", report.bytes);
     eprintln!(
-        "our seeder -> libtorrent: libtorrent reports {} bytes in {} ms ({} MB/s), peers {}; \
+        "our seeder -> libtorrent over {} (loss {:?}): libtorrent reports {} bytes in {} ms ({} MB/s), peers {}; \
          we served {} blocks / {} bytes in {:.2?}, ended by {:?}, received {:?}, \
-         remote client {:?}; stats {stats:?}",
+         remote client {:?}; stats {stats:?}; relay {:?}",
+        route.ip,
+        route.loss,
         result["total_bytes"],
         result["elapsed_ms"],
         result["mb_per_s"],
@@ -178,5 +254,6 @@ async fn our_seeder_libtorrent_downloads_32_mib() {
         report.end,
         report.received,
         String::from_utf8_lossy(&report.remote.peer_id[..8]),
+        relay.map(|r| r.stats()),
     );
 }
