@@ -37,28 +37,7 @@ fn in_ci() -> bool {
 /// when it is not and we are not in CI. Panics in CI.
 #[must_use]
 pub fn require(peer: Peer) -> bool {
-    let missing = match peer {
-        Peer::Libutp => {
-            let module = interop_dir().join("node_modules/utp-native/package.json");
-            if !module.exists() {
-                Some(format!("{} is missing", module.display()))
-            } else if std::process::Command::new("node").arg("--version").output().is_err() {
-                Some("node is not installed".to_string())
-            } else {
-                None
-            }
-        }
-        Peer::Libtorrent => {
-            let python = interop_dir().join(".venv/bin/python");
-            let ok = std::process::Command::new(&python)
-                .args(["-c", "import libtorrent"])
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            (!ok).then(|| format!("{} cannot import libtorrent", python.display()))
-        }
-        Peer::Tshark => tshark::unavailable(),
-    };
+    let missing = scenarios::missing(peer);
     match missing {
         None => true,
         Some(why) if in_ci() => {
@@ -83,6 +62,8 @@ pub enum Peer {
     Libtorrent,
     /// Wireshark's `tshark`, able to capture on `lo`.
     Tshark,
+    /// librqbit-utp (rqbit's uTP stack), in this process: never missing.
+    Librqbit,
 }
 
 /// A running peer script.

@@ -1,16 +1,18 @@
-//! interop-matrix: runs the interop matrix (this project against libutp and
-//! libtorrent, each direction, several sizes, with and without loss through
-//! the impairing relay) and prints a table with timings. See
+//! interop-matrix: runs the interop matrix (this project against libutp,
+//! libtorrent and librqbit-utp, each direction, several sizes, IPv4 and
+//! IPv6, with and without loss through the impairing relay) and prints a
+//! table with timings. See
 //! `utp_interop::scenarios` for what each row does.
 //!
 //! ```text
-//! cargo run --release -p utp-interop --bin interop-matrix [-- --quick] [-- --only libutp] [-- --loss 0,2]
+//! cargo run --release -p utp-interop --bin interop-matrix [-- --quick] [-- --only libutp] [-- --loss 0,2] [-- --ip 4]
 //! ```
 //!
 //! It installs nothing: a missing peer is reported with the command that
 //! installs it (`bash interop/setup.sh`) and its rows are skipped.
 
 use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -21,8 +23,9 @@ use utp_interop::Peer;
 const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
-/// Runs the interop matrix against libutp and libtorrent and prints a table
-/// (peer, direction, dialer, size, loss, result, MB/s, time).
+/// Runs the interop matrix against libutp, libtorrent and librqbit-utp and
+/// prints a table (peer, IP version, direction, dialer, size, loss, result,
+/// MB/s, time).
 ///
 /// Directions: ours->peer (we send), peer->ours (the peer sends), echo
 /// (both). Loss goes through an impairing relay of ours in front of the
@@ -32,9 +35,11 @@ const MIB: usize = 1 << 20;
 /// Default sizes: libutp 1 MiB and 64 MiB without loss, 1 MiB and 8 MiB at
 /// up to 5 % loss, 256 KiB above (libutp resends slowly under heavy loss);
 /// libtorrent 32 MiB, 8 MiB and 256 KiB (libtorrent drops a connection
-/// whose packet timed out after 3 sends, which heavy loss provokes).
-/// --quick: libutp 1 MiB / 256 KiB / 64 KiB, libtorrent 4 MiB / 1 MiB /
-/// 64 KiB.
+/// whose packet timed out after 3 sends, which heavy loss provokes);
+/// librqbit-utp (in this process) 1 MiB and 64 MiB, 1 MiB, and 64 KiB (its
+/// retransmission timeout grows with every loss). --quick: libutp and
+/// librqbit-utp 1 MiB / 256 KiB / 64 KiB, libtorrent 4 MiB / 1 MiB /
+/// 64 KiB. libutp runs over IPv4 only (utp-native has no IPv6).
 #[derive(Debug, Parser)]
 #[command(
     name = "interop-matrix",
@@ -51,6 +56,9 @@ struct Args {
     /// Run against this peer only.
     #[arg(long, value_enum)]
     only: Option<PeerArg>,
+    /// IP versions, comma-separated ("4,6"): loopback 127.0.0.1 and ::1.
+    #[arg(long, value_delimiter = ',', default_value = "4,6", value_parser = parse_ip_version)]
+    ip: Vec<IpAddr>,
     /// Loss rates in percent, comma-separated ("0,2,10"; "2%" and "0.5" work
     /// too).
     #[arg(long, value_delimiter = ',', default_value = "0,2,10", value_parser = parse_percent)]
@@ -75,6 +83,15 @@ struct Args {
 enum PeerArg {
     Libutp,
     Libtorrent,
+    Librqbit,
+}
+
+fn parse_ip_version(s: &str) -> Result<IpAddr, String> {
+    match s.trim().trim_start_matches(['v', 'V']) {
+        "4" => Ok(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        "6" => Ok(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        _ => Err(format!("not an IP version (4 or 6): {s:?}")),
+    }
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -110,6 +127,11 @@ fn sizes(peer: Peer, loss: f64, quick: bool) -> Vec<usize> {
         (Peer::Libutp, true) if loss == 0.0 => vec![MIB],
         (Peer::Libutp, true) if !heavy => vec![256 * KIB],
         (Peer::Libutp, true) => vec![64 * KIB],
+        (Peer::Librqbit, false) if loss == 0.0 => vec![MIB, 64 * MIB],
+        (Peer::Librqbit, _) if loss == 0.0 => vec![MIB],
+        (Peer::Librqbit, false) if !heavy => vec![MIB],
+        (Peer::Librqbit, true) if !heavy => vec![256 * KIB],
+        (Peer::Librqbit, _) => vec![64 * KIB],
         (_, false) if loss == 0.0 => vec![32 * MIB],
         (_, false) if !heavy => vec![8 * MIB],
         (_, false) => vec![256 * KIB],
@@ -143,6 +165,15 @@ fn peer_label(p: Peer) -> &'static str {
         Peer::Libutp => "libutp",
         Peer::Libtorrent => "libtorrent",
         Peer::Tshark => "tshark",
+        Peer::Librqbit => "librqbit-utp",
+    }
+}
+
+fn ip_label(ip: IpAddr) -> &'static str {
+    if ip.is_ipv4() {
+        "v4"
+    } else {
+        "v6"
     }
 }
 
@@ -181,7 +212,8 @@ async fn run(args: Args) -> ExitCode {
     let peers: Vec<Peer> = match args.only {
         Some(PeerArg::Libutp) => vec![Peer::Libutp],
         Some(PeerArg::Libtorrent) => vec![Peer::Libtorrent],
-        None => vec![Peer::Libutp, Peer::Libtorrent],
+        Some(PeerArg::Librqbit) => vec![Peer::Librqbit],
+        None => vec![Peer::Libutp, Peer::Libtorrent, Peer::Librqbit],
     };
     let mut available = Vec::new();
     let mut any_missing = false;
@@ -200,11 +232,17 @@ async fn run(args: Args) -> ExitCode {
     }
     let mut cases = Vec::new();
     for &peer in &available {
-        for &loss in &args.loss {
-            let sizes = args.size.clone().unwrap_or_else(|| sizes(peer, loss, args.quick));
-            for size in sizes {
-                for &(direction, dialer) in Case::kinds(peer) {
-                    cases.push(Case { peer, direction, dialer, size, loss, seed: args.seed });
+        for &ip in &args.ip {
+            if peer == Peer::Libutp && ip.is_ipv6() {
+                continue;
+            }
+            for &loss in &args.loss {
+                let sizes = args.size.clone().unwrap_or_else(|| sizes(peer, loss, args.quick));
+                for size in sizes {
+                    for &(direction, dialer) in Case::kinds(peer) {
+                        let seed = args.seed;
+                        cases.push(Case { peer, ip, direction, dialer, size, loss, seed });
+                    }
                 }
             }
         }
@@ -224,10 +262,11 @@ async fn run(args: Args) -> ExitCode {
         let result = scenarios::run(&case, limit).await;
         let wall = t0.elapsed();
         println!(
-            "[{:>3}/{}] {:<10} {:<10} dialer {:<4} {:>7} loss {:>4}: {} ({:.1} s)",
+            "[{:>3}/{}] {:<12} {} {:<10} dialer {:<4} {:>7} loss {:>4}: {} ({:.1} s)",
             i + 1,
             total,
             peer_label(case.peer),
+            ip_label(case.ip),
             case.direction.to_string(),
             case.dialer.to_string(),
             size_label(case.size),
@@ -263,6 +302,7 @@ async fn run(args: Args) -> ExitCode {
 fn render(rows: &[Row]) -> String {
     let header = [
         "peer",
+        "ip",
         "direction",
         "dialer",
         "size",
@@ -279,6 +319,7 @@ fn render(rows: &[Row]) -> String {
         let c = &row.case;
         let mut line = vec![
             peer_label(c.peer).to_string(),
+            ip_label(c.ip).to_string(),
             c.direction.to_string(),
             c.dialer.to_string(),
             size_label(c.size),
@@ -316,7 +357,7 @@ fn render(rows: &[Row]) -> String {
         }
     }
     // Numbers right-aligned.
-    let right = [false, false, false, true, true, false, true, true, true, true];
+    let right = [false, false, false, false, true, true, false, true, true, true, true];
     let fmt_line = |line: &[String]| {
         let mut s = String::from("|");
         for ((c, w), r) in line.iter().zip(&widths).zip(right) {
@@ -363,5 +404,7 @@ mod tests {
         assert!(parse_size("0").is_err());
         assert_eq!(size_label(256 * KIB), "256 KiB");
         assert_eq!(loss_label(0.02), "2 %");
+        assert_eq!(parse_ip_version("6").unwrap(), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert!(parse_ip_version("5").is_err());
     }
 }

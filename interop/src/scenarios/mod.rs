@@ -1,5 +1,5 @@
 //! The interop matrix: whole transfers between this project and a real peer
-//! (libutp or libtorrent), optionally through the impairing
+//! (libutp, libtorrent or librqbit-utp), optionally through the impairing
 //! [relay](crate::relay), as functions that return a measurement or the
 //! reason of a failure instead of panicking. `interop-matrix` runs them and
 //! prints a table.
@@ -16,6 +16,13 @@
 //! | libutp | echo | peer | libutp's `echo-client` through our echo server |
 //! | libtorrent | ours->peer | peer | libtorrent downloads a torrent from our seeder |
 //! | libtorrent | peer->ours | ours | our downloader takes a torrent libtorrent seeds |
+//! | librqbit-utp | ours->peer | ours | our client writes into its sink (framed, see [`librqbit`]) |
+//! | librqbit-utp | peer->ours | peer | its client writes into our sink |
+//! | librqbit-utp | echo | ours | our client through its echo server |
+//! | librqbit-utp | echo | peer | its client through our echo server |
+//!
+//! libtorrent and librqbit-utp run over IPv4 and IPv6 loopback ([`Case::ip`]);
+//! libutp (utp-native) is IPv4 only.
 //!
 //! With loss, the relay stands in front of the accepting side and drops
 //! that share of the datagrams both ways (seeded).
@@ -40,7 +47,7 @@
 
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +59,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::bittorrent::{self, Metainfo, Options, ScratchDir};
 use crate::relay::{Impairment, Relay, RelayConfig, RelayStats};
 use crate::{interop_dir, seeded_bytes, sha256_hex, Peer, PeerProcess};
+
+pub mod librqbit;
 
 /// Socket buffers asked of the peers (`--bufsize`): 4 MiB, like ours.
 pub const PEER_BUFSIZE: &str = "4194304";
@@ -98,8 +107,10 @@ impl fmt::Display for Dialer {
 /// One cell of the matrix.
 #[derive(Debug, Clone)]
 pub struct Case {
-    /// [`Peer::Libutp`] or [`Peer::Libtorrent`].
+    /// [`Peer::Libutp`], [`Peer::Libtorrent`] or [`Peer::Librqbit`].
     pub peer: Peer,
+    /// The loopback address both sides use (`127.0.0.1` or `::1`).
+    pub ip: IpAddr,
     /// Which way the payload goes.
     pub direction: Direction,
     /// Who dials.
@@ -127,6 +138,12 @@ impl Case {
             Peer::Libtorrent => {
                 &[(Direction::OursToPeer, Dialer::Peer), (Direction::PeerToOurs, Dialer::Ours)]
             }
+            Peer::Librqbit => &[
+                (Direction::OursToPeer, Dialer::Ours),
+                (Direction::PeerToOurs, Dialer::Peer),
+                (Direction::Echo, Dialer::Ours),
+                (Direction::Echo, Dialer::Peer),
+            ],
             Peer::Tshark => &[],
         }
     }
@@ -185,6 +202,7 @@ pub fn missing(peer: Peer) -> Option<String> {
             (!ok).then(|| format!("{} cannot import libtorrent", python.display()))
         }
         Peer::Tshark => crate::tshark::unavailable(),
+        Peer::Librqbit => None,
     }
 }
 
@@ -202,6 +220,7 @@ pub async fn run(case: &Case, limit: Duration) -> Result<Outcome, String> {
             (Peer::Libtorrent, Direction::PeerToOurs, Dialer::Ours) => {
                 libtorrent_seeds(case, limit).await
             }
+            (Peer::Librqbit, _, _) => librqbit::run(case, limit).await,
             (peer, dir, dialer) => {
                 Err(format!("no such case: {peer:?} {dir} with the {dialer} side dialing"))
             }
@@ -217,10 +236,10 @@ pub async fn run(case: &Case, limit: Duration) -> Result<Outcome, String> {
 
 /// Our socket: default settings, but a graceful close may take a minute
 /// (the last packets can need many retransmissions at 10 % loss).
-async fn our_socket() -> Result<UtpSocket, String> {
+async fn our_socket(ip: IpAddr) -> Result<UtpSocket, String> {
     let mut config = Config::default();
     config.transport_mut().close_timeout = Duration::from_secs(60);
-    UtpSocket::bind_with_config("127.0.0.1:0".parse::<SocketAddr>().expect("address"), config)
+    UtpSocket::bind_with_config(SocketAddr::new(ip, 0), config)
         .await
         .map_err(|e| format!("bind: {e}"))
 }
@@ -340,7 +359,7 @@ async fn libutp_sink(case: &Case, limit: Duration) -> Result<Outcome, String> {
     let (mut peer, addr) =
         libutp_server(&["sink", "0", "--bufsize", PEER_BUFSIZE, "--conns", "1"], limit).await?;
     let relay = relay_for(case, addr).await?;
-    let sock = our_socket().await?;
+    let sock = our_socket(case.ip).await?;
     let data = seeded_bytes(3, case.size);
     let t0 = Instant::now();
     let mut stream = dial(&sock, target(relay.as_ref(), addr), limit).await?;
@@ -368,7 +387,7 @@ async fn libutp_sink(case: &Case, limit: Duration) -> Result<Outcome, String> {
 
 /// libutp's `send` client writes `size` bytes into our server.
 async fn libutp_send(case: &Case, limit: Duration) -> Result<Outcome, String> {
-    let sock = our_socket().await?;
+    let sock = our_socket(case.ip).await?;
     let relay = relay_for(case, sock.local_addr().map_err(|e| e.to_string())?).await?;
     let to = target(relay.as_ref(), sock.local_addr().map_err(|e| e.to_string())?);
     let port = to.port().to_string();
@@ -402,7 +421,7 @@ async fn libutp_echo_server(case: &Case, limit: Duration) -> Result<Outcome, Str
     let (_peer, addr) =
         libutp_server(&["echo-server", "0", "--bufsize", PEER_BUFSIZE], limit).await?;
     let relay = relay_for(case, addr).await?;
-    let sock = our_socket().await?;
+    let sock = our_socket(case.ip).await?;
     let data = Arc::new(seeded_bytes(7, case.size));
     let t0 = Instant::now();
     let stream = dial(&sock, target(relay.as_ref(), addr), limit).await?;
@@ -436,7 +455,7 @@ async fn libutp_echo_server(case: &Case, limit: Duration) -> Result<Outcome, Str
 
 /// libutp's echo client through our echo server.
 async fn libutp_echo_client(case: &Case, limit: Duration) -> Result<Outcome, String> {
-    let sock = our_socket().await?;
+    let sock = our_socket(case.ip).await?;
     let mut echoed = spawn_our_echo(&sock);
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let relay = relay_for(case, local).await?;
@@ -495,7 +514,7 @@ async fn libtorrent_downloads(case: &Case, limit: Duration) -> Result<Outcome, S
     let torrent_path = dir.path().join("ours.torrent");
     std::fs::write(&torrent_path, &torrent).map_err(|e| e.to_string())?;
 
-    let sock = our_socket().await?;
+    let sock = our_socket(case.ip).await?;
     let local = sock.local_addr().map_err(|e| e.to_string())?;
     let relay = relay_for(case, local).await?;
     let (tx, mut served) = tokio::sync::mpsc::unbounded_channel();
@@ -516,8 +535,11 @@ async fn libtorrent_downloads(case: &Case, limit: Duration) -> Result<Outcome, S
     let peer_arg = target(relay.as_ref(), local).to_string();
     let out = dir.path().join("out");
     let timeout = limit.as_secs().max(10).to_string();
+    let host = case.ip.to_string();
     let mut lt = PeerProcess::libtorrent(&[
         "download",
+        "--host",
+        &host,
         "--torrent",
         &torrent_path.to_string_lossy(),
         "--peer",
@@ -575,8 +597,11 @@ async fn libtorrent_seeds(case: &Case, limit: Duration) -> Result<Outcome, Strin
     check(made["ok"] == true, || format!("make-file: {made}"))?;
     let piece = piece_size(case.size).to_string();
     let timeout = (limit.as_secs() + 30).to_string();
+    let host = case.ip.to_string();
     let mut seed = PeerProcess::libtorrent(&[
         "seed",
+        "--host",
+        &host,
         "--file",
         &file_s,
         "--piece-size",
@@ -593,9 +618,9 @@ async fn libtorrent_seeds(case: &Case, limit: Duration) -> Result<Outcome, Strin
     let seeding = event(&mut seed, "seeding", limit).await?;
     let torrent = seeding["torrent"].as_str().ok_or("no torrent in the seeding event")?;
     let meta = Metainfo::from_file(torrent.as_ref()).map_err(|e| format!("torrent: {e}"))?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], port as u16));
+    let addr = SocketAddr::new(case.ip, port as u16);
     let relay = relay_for(case, addr).await?;
-    let sock = our_socket().await?;
+    let sock = our_socket(case.ip).await?;
     let t0 = Instant::now();
     let mut stream = dial(&sock, target(relay.as_ref(), addr), limit).await?;
     let (got, report) =
