@@ -57,6 +57,8 @@ struct Audit {
     utpx_syns: u64,
     /// Largest payload on such a SYN (SYN data).
     syn_payload: usize,
+    /// Largest such SYN datagram (a SYN with data is padded to 600 bytes).
+    syn_datagram: usize,
     /// Every other ext 2 record (or unparsable datagram): must stay empty.
     violations: Vec<String>,
 }
@@ -77,6 +79,7 @@ fn audit_filter(ours: Direction, audit: Arc<Mutex<Audit>>) -> Filter {
                         if utpx {
                             a.utpx_syns += 1;
                             a.syn_payload = a.syn_payload.max(r.payload.len());
+                            a.syn_datagram = a.syn_datagram.max(bytes.len());
                         } else {
                             a.violations.push(format!("{r}"));
                         }
@@ -99,11 +102,12 @@ async fn audit_relay(upstream: SocketAddr, ours: Direction) -> (Relay, Arc<Mutex
 fn check_audit(what: &str, audit: &Mutex<Audit>, relay: &Relay, expect_utpx: bool) {
     let a = audit.lock().unwrap();
     eprintln!(
-        "{what}: {} datagrams from us audited, {} SYNs with UTPX (SYN payload {} bytes), \
-         {} violations\n{}",
+        "{what}: {} datagrams from us audited, {} SYNs with UTPX (SYN payload {} bytes, \
+         datagram {} bytes), {} violations\n{}",
         a.datagrams,
         a.utpx_syns,
         a.syn_payload,
+        a.syn_datagram,
         a.violations.len(),
         relay.stats()
     );
@@ -113,6 +117,11 @@ fn check_audit(what: &str, audit: &Mutex<Audit>, relay: &Relay, expect_utpx: boo
         "{what}: ext 2 records other than the 8-byte UTPX on a SYN reached the peer: {:?}",
         &a.violations[..a.violations.len().min(5)]
     );
+    if a.syn_payload > 0 {
+        // The padded SYN with data was answered the first time: one SYN.
+        assert!(a.syn_datagram >= 600, "{what}: a SYN with data is padded to 600 bytes");
+        assert_eq!(a.utpx_syns, 1, "{what}: the padded SYN was answered, not sent again");
+    }
     if expect_utpx {
         assert!(a.utpx_syns > 0, "{what}: our SYN carried no UTPX record");
     } else {
@@ -162,6 +171,41 @@ async fn syn_data_to_libutp_echo_is_resent_and_identical() {
     assert_eq!(result["sha256"].as_str(), Some(sha256_hex(&data).as_str()), "{result}");
     check_audit("our client -> libutp echo, SYN data", &audit, &relay, true);
     assert_eq!(audit.lock().unwrap().syn_payload, 1000, "the SYN carried the first 1000 bytes");
+}
+
+/// An early-data dial (`connect_early`) echoes 1 MiB through libutp: the
+/// first 1024 bytes written ride on the padded SYN, libutp ignores them and
+/// the padding, and they follow as DATA: the echo is identical.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_dial_to_libutp_echo() {
+    if !require(Peer::Libutp) {
+        return;
+    }
+    let mut peer = PeerProcess::libutp(&["echo-server", "0", "--bufsize", "4194304"]).unwrap();
+    let port = peer.wait_for("listening", LIMIT).await["port"].as_u64().unwrap();
+    let (relay, audit) = audit_relay(addr(port), Direction::ToUpstream).await;
+    let sock = ext_socket().await;
+    let data = seeded_bytes(22, MIB);
+    let stream = sock.connect_early(relay.local_addr()).expect("dial");
+    let (mut rd, mut wr) = stream.into_split();
+    let sent = data.clone();
+    let sender = tokio::spawn(async move {
+        wr.write_all(&sent).await.unwrap();
+        wr.shutdown().await.unwrap();
+        wr
+    });
+    let mut back = Vec::with_capacity(MIB);
+    tokio::time::timeout(LIMIT, rd.read_to_end(&mut back)).await.expect("echo in time").unwrap();
+    let wr = sender.await.unwrap();
+    assert_eq!(sha256_hex(&back), sha256_hex(&data));
+    let mut stream = rd.reunite(wr).unwrap();
+    assert_eq!(stream.negotiated(), ExtFlags::NONE, "libutp negotiates nothing");
+    tokio::time::timeout(Duration::from_secs(10), stream.close()).await.ok();
+    let result = peer.wait_for("result", LIMIT).await;
+    assert_eq!(result["ok"], true, "{result}");
+    assert_eq!(result["sha256"].as_str(), Some(sha256_hex(&data).as_str()), "{result}");
+    check_audit("early dial -> libutp echo", &audit, &relay, true);
+    assert_eq!(audit.lock().unwrap().syn_payload, 1024, "the SYN carried max_syn_data bytes");
 }
 
 /// libutp's source waits for the client to speak: our one byte of SYN data

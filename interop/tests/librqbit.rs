@@ -839,6 +839,30 @@ async fn our_syn_data_and_extensions_to_rqbit() {
     eprintln!("SYN data to librqbit-utp: connected after {connected:.2?}, {len} B echoed whole");
 }
 
+/// An early-data dial to librqbit-utp: it drops the padded SYN with data,
+/// the SYN goes again bare after 1 s, and the bytes follow as DATA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_early_dial_to_rqbit() {
+    trace();
+    let rqbit = rqbit_socket(V4, Default::default()).await;
+    let addr = rqbit.bind_addr();
+    let mut results = spawn_echo_server(move || {
+        let rqbit = rqbit.clone();
+        async move { rqbit.accept().await.ok() }
+    });
+    let sock = loopback_socket(with_extensions()).await;
+    let len = 200 * KIB;
+    let t0 = Instant::now();
+    let stream = sock.connect_early(addr).expect("dial");
+    let stream = framed_echo_client(stream, len, 10).await;
+    let echoed = t0.elapsed();
+    assert_eq!(stream.negotiated(), ExtFlags::NONE);
+    let mut stream = stream;
+    stream.shutdown().await.unwrap();
+    served(&mut results, 1, len, "librqbit-utp's server", None).await;
+    eprintln!("early dial to librqbit-utp: {len} B echoed whole after {echoed:.2?}");
+}
+
 /// Our server with the extensions on: librqbit-utp offers none, and
 /// nothing changes on the wire for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

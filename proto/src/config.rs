@@ -82,6 +82,10 @@ pub struct TransportConfig {
     pub extensions: crate::wire::ExtFlags,
     /// Largest payload carried on a SYN (when SYN data is negotiated).
     pub max_syn_data: usize,
+    /// How long an early-data dial (`Endpoint::connect_early`) holds its SYN
+    /// at most, waiting for the application's first bytes. The
+    /// application's flush or shutdown sends it earlier.
+    pub syn_hold: Duration,
     /// The congestion controller: classic LEDBAT by default (RFC 6817, as
     /// libutp runs it: 100 ms target), or
     /// [`LedbatPlusPlusConfig`](crate::congestion::LedbatPlusPlusConfig)
@@ -117,6 +121,7 @@ impl Default for TransportConfig {
             max_packets_in_flight: 1024,
             extensions: crate::wire::ExtFlags::LARGE_PACKETS,
             max_syn_data: 1024,
+            syn_hold: Duration::from_millis(10),
             congestion: Arc::new(LedbatConfig::default()),
         }
     }

@@ -160,6 +160,54 @@ impl UtpSocket {
         self.connect_inner(addr, data, None).await
     }
 
+    /// Opens a connection for early data: returns the stream at once, and
+    /// the SYN waits for what is written first, so that it rides on the SYN
+    /// and reaches the peer one round trip earlier (as
+    /// [`UtpSocket::connect_with_data`], without knowing the bytes in
+    /// advance).
+    ///
+    /// The SYN leaves on the stream's first flush or shutdown, once
+    /// [`TransportConfig::max_syn_data`] bytes are written, or after
+    /// [`TransportConfig::syn_hold`] (10 ms by default) at the latest (a
+    /// read does not send it: flush after the first write, or a protocol
+    /// where the server speaks first waits out the hold). The
+    /// bytes ride on the SYN only with the SYN-data extension offered
+    /// ([`TransportConfig::extensions`]); a peer that does not take them
+    /// (libutp, libtorrent, librqbit-utp) gets them as ordinary data after
+    /// the handshake. Reads wait for the peer as usual; a failed dial
+    /// (refused, timed out after [`TransportConfig::connect_timeout`])
+    /// surfaces as the error of the next read or write.
+    ///
+    /// ```no_run
+    /// # async fn demo(socket: libp2p_utp::UtpSocket, addr: std::net::SocketAddr) -> std::io::Result<()> {
+    /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    /// let mut stream = socket.connect_early(addr)?;
+    /// stream.write_all(b"GET /\n").await?;
+    /// stream.flush().await?; // the SYN leaves now, with the request
+    /// let mut answer = Vec::new();
+    /// stream.read_to_end(&mut answer).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_early(&self, addr: SocketAddr) -> io::Result<UtpStream> {
+        let shared = self.shared();
+        let remote = self.dialable(addr)?;
+        let stream = {
+            let mut inner = shared.inner.lock();
+            inner.check_running()?;
+            let config = shared.config.endpoint.transport.clone();
+            let hold = config.syn_hold;
+            let handle = inner
+                .endpoint
+                .connect_early(Instant::now(), remote, config.clone(), hold)
+                .map_err(|e| connect_error(e, remote))?;
+            inner.track(handle);
+            StreamShared::new(shared.clone(), &mut inner, handle, remote, config)
+        };
+        shared.wake_driver();
+        debug!(%remote, "dialing with early data");
+        Ok(UtpStream::new(stream))
+    }
+
     /// Opens a connection with settings of its own instead of the socket's
     /// [`TransportConfig`].
     pub async fn connect_with_config(

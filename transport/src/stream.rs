@@ -264,8 +264,19 @@ impl StreamShared {
 
     fn poll_flush(&self) -> Poll<io::Result<()>> {
         // Written bytes are with the engine and the driver was told: there
-        // is nothing to push further.
-        Poll::Ready(self.shared.inner.lock().check_running())
+        // is nothing to push further, except a held SYN (an early-data
+        // dial), which goes now with what was written.
+        let mut inner = self.shared.inner.lock();
+        inner.check_running()?;
+        let held = inner.endpoint.connection(self.handle).is_some_and(|c| c.is_syn_held());
+        if held {
+            if let Some(conn) = inner.endpoint.connection_mut(self.handle) {
+                conn.release_syn();
+            }
+            drop(inner);
+            self.shared.wake_driver();
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// Half-closes: queues a FIN after the data written so far.

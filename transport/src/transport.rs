@@ -47,6 +47,13 @@
 //! - Dial futures do nothing until polled; dropping one abandons the dial
 //!   (its SYN is not sent again). Dials fail after the connect timeout
 //!   ([`Config::connect_timeout`]).
+//! - With the SYN-data extension offered (`ExtFlags::SYN_DATA` in the
+//!   socket's `TransportConfig::extensions`, as `utp_ext::enable` sets it)
+//!   a dial is an early-data dial ([`UtpSocket::connect_early`]): the
+//!   stream is handed to the upgrade at once and the upgrade's first
+//!   flight rides on the SYN, which saves a round trip with a listener that
+//!   takes it. A refused or timed-out dial then fails the upgrade (the
+//!   first read or write) instead of the dial future.
 //! - Needs a tokio runtime: `listen_on` must be called within one, and dial
 //!   futures must be polled on one (`SwarmBuilder::with_tokio`).
 //!
@@ -367,12 +374,20 @@ impl libp2p_core::Transport for Transport {
         };
         debug!(%remote, reuse = reused.is_some(), "dial");
         let config = self.config.socket.clone();
+        // With SYN data offered the dial hands the stream over at once: the
+        // upgrade's first flight (multistream-select and noise's first
+        // message) rides on the SYN, a round trip earlier.
+        let early = config.transport().extensions.contains(crate::ExtFlags::SYN_DATA);
         Ok(async move {
             let socket = match reused {
                 Some(socket) => socket,
                 None => Transport::bind_for_dial(remote, config)?,
             };
-            Ok(socket.connect(remote).await?)
+            if early {
+                Ok(socket.connect_early(remote)?)
+            } else {
+                Ok(socket.connect(remote).await?)
+            }
         }
         .boxed())
     }

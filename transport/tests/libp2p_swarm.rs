@@ -18,6 +18,7 @@ use libp2p::request_response::{self, ProtocolSupport};
 use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{identify, noise, ping, tcp, yamux, StreamProtocol, Swarm, Transport as _};
+use libp2p_utp::ExtFlags;
 
 const ECHO: StreamProtocol = StreamProtocol::new("/libp2p-utp-test/echo/1");
 const MAX_MESSAGE: u64 = 4 << 20;
@@ -99,18 +100,29 @@ impl Behaviour {
 }
 
 fn utp_transport() -> libp2p_utp::Transport {
+    utp_transport_with(libp2p_utp::Config::default().transport().extensions)
+}
+
+fn utp_transport_with(extensions: ExtFlags) -> libp2p_utp::Transport {
     let mut config = libp2p_utp::transport::Config::default();
     config.socket.transport_mut().connect_timeout = Duration::from_secs(5);
+    config.socket.transport_mut().extensions = extensions;
     libp2p_utp::Transport::new(config)
 }
 
 /// A Swarm whose only transport is uTP.
 fn utp_swarm() -> Swarm<Behaviour> {
+    utp_swarm_with(libp2p_utp::Config::default().transport().extensions, Version::V1)
+}
+
+/// A Swarm whose only transport is uTP with `extensions` (with SYN data its
+/// dials are early-data dials), upgrading with `version`.
+fn utp_swarm_with(extensions: ExtFlags, version: Version) -> Swarm<Behaviour> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_other_transport(|key| {
-            Ok(utp_transport()
-                .upgrade(Version::V1)
+            Ok(utp_transport_with(extensions)
+                .upgrade(version)
                 .authenticate(noise::Config::new(key)?)
                 .multiplex(yamux::Config::default()))
         })
@@ -233,8 +245,14 @@ fn pattern(len: usize) -> Vec<u8> {
 /// `client` dials `server` at `listen` (a uTP address): ping, identify and
 /// a 1 MiB echo.
 async fn ping_identify_echo(listen: &str) {
-    let mut server = utp_swarm();
-    let mut client = utp_swarm();
+    ping_identify_echo_with(listen, utp_swarm(), utp_swarm()).await;
+}
+
+async fn ping_identify_echo_with(
+    listen: &str,
+    mut server: Swarm<Behaviour>,
+    mut client: Swarm<Behaviour>,
+) {
     let server_id = *server.local_peer_id();
     let addr = self::listen(&mut server, listen).await;
     assert!(is_utp(&addr), "{addr}");
@@ -261,6 +279,28 @@ async fn ping_identify_echo(listen: &str) {
     run_until(&mut server, &mut client, &mut seen_s, &mut seen_c, |_, c| c.echoed.is_some()).await;
     assert!(seen_c.echoed.as_ref() == Some(&message), "the echo differs");
     assert_eq!((seen_s.connections, seen_c.connections), (1, 1));
+}
+
+/// Early-data dials (SYN data on): the upgrade's first flight rides on
+/// the SYN, with a listener that takes it and with one that does not (an
+/// older version of this library, or the extension off), with `V1` and
+/// `V1Lazy` upgrades.
+#[tokio::test]
+async fn early_data_dials_with_and_without_the_listener_taking_them() {
+    init_tracing();
+    let early = ExtFlags(ExtFlags::SYN_DATA.0 | ExtFlags::LARGE_PACKETS.0);
+    for (listener, version) in [
+        (early, Version::V1Lazy),
+        (early, Version::V1),
+        (ExtFlags::LARGE_PACKETS, Version::V1Lazy),
+        (ExtFlags::NONE, Version::V1),
+    ] {
+        let server = utp_swarm_with(listener, version);
+        let client = utp_swarm_with(early, version);
+        let what = format!("early dial, listener {listener:?}, {version:?}");
+        bounded(30, &what, ping_identify_echo_with("/ip4/127.0.0.1/udp/0/utp", server, client))
+            .await;
+    }
 }
 
 #[tokio::test]

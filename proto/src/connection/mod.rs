@@ -1,5 +1,6 @@
 //! One uTP connection as a pure state machine.
 
+mod early;
 mod mtu;
 mod pacer;
 mod recv_buffer;
@@ -44,6 +45,13 @@ const ACK_SLACK: u16 = 3;
 /// acceptor sends at most this many times the bytes it received from it
 /// (QUIC's anti-amplification rule, RFC 9000 section 8.1).
 const AMPLIFICATION_FACTOR: usize = 3;
+
+/// A SYN that carries data (and offers SYN data) is padded to this many
+/// bytes: the acceptor may then answer with up to three times as much
+/// before the handshake is confirmed (QUIC pads its first datagram to 1200
+/// bytes for the same reason). 600 bytes let an answer of about 1.7 kB
+/// through, a libp2p noise handshake's second message with room to spare.
+pub(crate) const SYN_DATA_DATAGRAM: usize = 600;
 
 /// A connection that received nothing valid for this long may be replaced
 /// by a new SYN with its id: the peer most likely restarted (libutp's ids
@@ -298,6 +306,10 @@ pub struct Connection {
     /// Bytes of SYN data taken off the SYN after it went unanswered (see
     /// `withdraw_syn_data`); 0 when none were.
     syn_data_withdrawn: usize,
+    /// An early-data dial holds its SYN until the application's first
+    /// bytes are written and flushed, or `Timer::SynHold` fires (see
+    /// `early.rs`).
+    syn_held: bool,
     /// SYN-ACKs sent so far (the backoff of sending it again).
     syn_acks_sent: u32,
     reset_pending: bool,
@@ -465,6 +477,7 @@ impl Connection {
             fin_seq: None,
             fin_ack_echo: false,
             syn_data_withdrawn: 0,
+            syn_held: false,
             syn_acks_sent: 0,
             reset_pending: false,
             error: None,
@@ -607,6 +620,9 @@ impl Connection {
             return Err(WriteError::Blocked);
         }
         self.stats.bytes_written += n as u64;
+        if self.syn_held && self.send_buf.unsent_len() >= self.config.max_syn_data {
+            self.release_syn();
+        }
         Ok(n)
     }
 
@@ -700,6 +716,7 @@ impl Connection {
 
     /// Half-closes: a FIN follows the data already written. Reading goes on.
     pub fn shutdown(&mut self) {
+        self.release_syn();
         if self.local_fin == LocalFin::None && self.state != State::Closed {
             // The close timer starts when the FIN goes out.
             self.local_fin = LocalFin::Requested;
@@ -777,6 +794,7 @@ impl Connection {
             match timer {
                 Timer::Retransmit => self.on_retransmit_timeout(now),
                 Timer::TailProbe => self.on_tail_probe(),
+                Timer::SynHold => self.release_syn(),
                 Timer::Connect => {
                     if matches!(self.state, State::SynSent | State::SynRecv) {
                         debug!(remote = %self.remote, "handshake timed out");
@@ -1518,6 +1536,7 @@ impl Connection {
         }
         match self.state {
             State::Closed => return None,
+            State::SynSent if self.syn_held => return None,
             State::SynSent => return self.transmit_lost(now, buf),
             _ => {}
         }
@@ -1788,7 +1807,17 @@ impl Connection {
             let header_len = repr.header_len();
             let at = repr.emit_header(buf, len).ok()?;
             self.send_buf.copy_out(offset, &mut buf[at..at + len]);
-            return self.account_sent(now, header_len + len, len);
+            let mut size = header_len + len;
+            let offers_data =
+                repr.extensions.negotiation().is_some_and(|n| n.flags.contains(ExtFlags::SYN_DATA));
+            if len > 0 && offers_data && size + 2 <= SYN_DATA_DATAGRAM {
+                // QUIC's answer to the anti-amplification limit: the padded
+                // SYN lets the acceptor answer the data with up to three
+                // times as much before we confirm (a noise handshake's
+                // second message, say).
+                size = crate::wire::pad(buf, size, SYN_DATA_DATAGRAM).unwrap_or(size);
+            }
+            return self.account_sent(now, size, len);
         }
         self.emit_with_sack_payload(now, repr, buf, offset, len)
     }

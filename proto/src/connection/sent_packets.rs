@@ -226,6 +226,19 @@ impl SentPackets {
         }
     }
 
+    /// Gives the unsent packet `seq` a payload of `len` bytes (a held SYN
+    /// taking the application's first bytes); `false` if it was sent
+    /// already.
+    pub(crate) fn set_lost_payload(&mut self, seq: SeqNr, len: usize) -> bool {
+        match self.index(seq).map(|i| &mut self.packets[i]) {
+            Some(p) if p.lost && p.transmissions == 0 => {
+                p.len = len;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The oldest packet waiting to be sent again.
     pub(crate) fn first_lost(&self) -> Option<SeqNr> {
         if self.lost == 0 {

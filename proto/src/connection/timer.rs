@@ -23,9 +23,12 @@ pub(crate) enum Timer {
     /// No acknowledgement for two round trips with packets in flight: send
     /// the last one again to draw a selective ACK (a tail loss probe).
     TailProbe = 7,
+    /// An early-data dial's SYN waits no longer for the application's
+    /// first bytes.
+    SynHold = 8,
 }
 
-const COUNT: usize = 8;
+const COUNT: usize = 9;
 
 impl Timer {
     const ALL: [Timer; COUNT] = [
@@ -37,6 +40,7 @@ impl Timer {
         Timer::Close,
         Timer::Pace,
         Timer::TailProbe,
+        Timer::SynHold,
     ];
 }
 

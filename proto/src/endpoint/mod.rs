@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -319,6 +319,25 @@ impl Endpoint {
         let conn =
             Connection::new_outgoing(config, self.epoch, now, remote, recv_id, seq, syn_data);
         Ok(self.insert(conn))
+    }
+
+    /// Dials `remote` for early data: the SYN is held until the
+    /// application's first bytes are written and the connection is told to
+    /// let it go ([`Connection::release_syn`]: on a flush or a shutdown),
+    /// until `max_syn_data` bytes are buffered, or for `hold` at most. With the SYN-data extension offered those bytes ride on the
+    /// SYN; otherwise the SYN leaves bare and they follow as DATA.
+    pub fn connect_early(
+        &mut self,
+        now: Instant,
+        remote: SocketAddr,
+        config: Arc<TransportConfig>,
+        hold: Duration,
+    ) -> Result<ConnectionHandle, ConnectError> {
+        let handle = self.connect_with(now, remote, &[], config)?;
+        if let Some(conn) = self.connection_mut(handle) {
+            conn.hold_syn(now + hold);
+        }
+        Ok(handle)
     }
 
     /// Accepts an incoming connection; its SYN-ACK goes out at the next

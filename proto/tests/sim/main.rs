@@ -6,6 +6,7 @@ mod common;
 
 mod basic;
 mod close;
+mod early_data;
 mod extensions;
 mod fairness;
 mod goodput;
