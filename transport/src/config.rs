@@ -1,6 +1,7 @@
 //! Settings of a [`UtpSocket`](crate::UtpSocket): the engine's and the
 //! runtime's own.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +12,62 @@ use utp_proto::{EndpointConfig, TransportConfig};
 /// libutp-style bursts overflow the kernel default (208 KiB on Linux) even on
 /// loopback, and a uTP connection then crawls on retransmissions.
 pub const DEFAULT_SOCKET_BUFFER_SIZE: usize = 4 << 20;
+
+/// What an [`AcceptFilter`] decides for an incoming connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AcceptDecision {
+    /// Accept it (it still needs room in the accept queue).
+    Accept,
+    /// Refuse it with a RESET: the dialer sees `ConnectionRefused` at once.
+    Refuse,
+    /// Drop its SYN unanswered: the dialer times out and learns nothing
+    /// (what a BitTorrent blocklist wants).
+    Ignore,
+}
+
+/// Decides, from the dialer's address alone, whether a SYN may become a
+/// connection. It runs on the socket's driver for every new SYN before any
+/// connection state is allocated (a blocklist, libp2p connection gating by
+/// address): keep it cheap and non-blocking. Its decisions are counted in
+/// [`EndpointStats::syns_refused_by_app`](utp_proto::EndpointStats) and
+/// `syns_ignored_by_app`.
+///
+/// ```
+/// use std::net::{IpAddr, Ipv4Addr};
+/// use libp2p_utp::{AcceptDecision, AcceptFilter, Config};
+///
+/// let blocked: IpAddr = Ipv4Addr::new(192, 0, 2, 7).into();
+/// let mut config = Config::default();
+/// config.accept_filter = Some(AcceptFilter::new(move |remote| {
+///     if remote.ip() == blocked {
+///         AcceptDecision::Ignore
+///     } else {
+///         AcceptDecision::Accept
+///     }
+/// }));
+/// ```
+#[derive(Clone)]
+pub struct AcceptFilter(Arc<dyn Fn(SocketAddr) -> AcceptDecision + Send + Sync>);
+
+impl AcceptFilter {
+    /// A filter that calls `f` with the dialer's address.
+    pub fn new(f: impl Fn(SocketAddr) -> AcceptDecision + Send + Sync + 'static) -> Self {
+        AcceptFilter(Arc::new(f))
+    }
+
+    /// The decision for a SYN from `remote`.
+    #[must_use]
+    pub fn decide(&self, remote: SocketAddr) -> AcceptDecision {
+        (self.0)(remote)
+    }
+}
+
+impl std::fmt::Debug for AcceptFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcceptFilter(..)")
+    }
+}
 
 /// Settings of a [`UtpSocket`](crate::UtpSocket).
 ///
@@ -59,6 +116,9 @@ pub struct Config {
     /// peer in one system call (Linux), through the `quinn-udp` crate. Off:
     /// one system call per datagram. Default on.
     pub batched_io: bool,
+    /// Decides which dialers may connect, before any state is allocated
+    /// (see [`AcceptFilter`]). Default `None`: everyone.
+    pub accept_filter: Option<AcceptFilter>,
 }
 
 impl Default for Config {
@@ -70,6 +130,7 @@ impl Default for Config {
             socket_send_buffer_size: Some(DEFAULT_SOCKET_BUFFER_SIZE),
             non_utp_queue_len: 256,
             batched_io: true,
+            accept_filter: None,
         }
     }
 }

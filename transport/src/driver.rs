@@ -20,6 +20,7 @@ use tokio::time::{sleep_until, Instant as TokioInstant};
 use tracing::{debug, trace};
 use utp_proto::DatagramEvent;
 
+use crate::config::AcceptDecision;
 use crate::shared::{Inner, Shared, Stopped};
 use crate::udp::{Io, RecvBatch, SendBatch};
 
@@ -160,6 +161,19 @@ impl Driver {
                         debug!(remote = %from, listening = inner.listening, "refusing connection");
                         inner.endpoint.refuse(incoming);
                         continue;
+                    }
+                    match config.accept_filter.as_ref().map(|f| f.decide(from)) {
+                        None | Some(AcceptDecision::Accept) => {}
+                        Some(AcceptDecision::Refuse) => {
+                            debug!(remote = %from, "accept filter: refused");
+                            inner.endpoint.refuse(incoming);
+                            continue;
+                        }
+                        Some(AcceptDecision::Ignore) => {
+                            debug!(remote = %from, "accept filter: ignored");
+                            inner.endpoint.ignore(incoming);
+                            continue;
+                        }
                     }
                     match inner.endpoint.accept(now, incoming) {
                         Ok(handle) => {

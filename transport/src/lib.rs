@@ -81,7 +81,7 @@ mod stream;
 pub mod transport;
 mod udp;
 
-pub use config::{Config, DEFAULT_SOCKET_BUFFER_SIZE};
+pub use config::{AcceptDecision, AcceptFilter, Config, DEFAULT_SOCKET_BUFFER_SIZE};
 pub use socket::{IncomingStreams, UtpSocket};
 pub use stream::{
     MessageRead, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, UtpStream, WriteHalf,

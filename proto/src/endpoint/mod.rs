@@ -455,12 +455,14 @@ impl Endpoint {
     /// Refuses an incoming connection with a RESET.
     pub fn refuse(&mut self, incoming: Incoming) {
         self.pending.remove(&(incoming.remote, incoming.syn_id));
+        self.stats.syns_refused_by_app += 1;
         self.queue_reset_for(&incoming);
     }
 
     /// Drops an incoming connection silently (the peer's dial times out).
     pub fn ignore(&mut self, incoming: Incoming) {
         self.pending.remove(&(incoming.remote, incoming.syn_id));
+        self.stats.syns_ignored_by_app += 1;
     }
 
     fn queue_reset_for(&mut self, incoming: &Incoming) {

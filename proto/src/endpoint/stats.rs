@@ -33,6 +33,15 @@ pub struct EndpointStats {
     /// Half-open connections dropped because the initiator never confirmed
     /// the handshake in time.
     pub half_open_expired: u64,
+    /// SYNs the application refused with a RESET ([`Endpoint::refuse`]:
+    /// an accept filter, a full accept queue, a closed listener).
+    ///
+    /// [`Endpoint::refuse`]: crate::Endpoint::refuse
+    pub syns_refused_by_app: u64,
+    /// SYNs the application dropped unanswered ([`Endpoint::ignore`]).
+    ///
+    /// [`Endpoint::ignore`]: crate::Endpoint::ignore
+    pub syns_ignored_by_app: u64,
     /// RESETs sent for unknown connections and refused SYNs.
     pub resets_sent: u64,
     /// RESETs not sent because of the rate limit (`reset_rate`).
