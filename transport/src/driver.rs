@@ -39,6 +39,9 @@ struct StopGuard {
 
 impl Drop for StopGuard {
     fn drop(&mut self) {
+        // What streams already let go of (their FINs and RESETs) leaves
+        // now: the driver will not send it any more.
+        let flushed = self.shared.flush_now();
         let mut wakers = Vec::new();
         {
             let mut inner = self.shared.inner.lock();
@@ -51,7 +54,7 @@ impl Drop for StopGuard {
             inner.stop(stopped, &mut wakers);
         }
         wakers.into_iter().for_each(Waker::wake);
-        debug!(local = %self.shared.local_addr, "driver stopped");
+        debug!(local = %self.shared.local_addr, flushed, "driver stopped");
     }
 }
 

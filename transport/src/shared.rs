@@ -31,10 +31,34 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
 }
 
+/// Most datagrams [`Shared::flush_now`] sends in one call.
+const FLUSH_LIMIT: usize = 256;
+
 impl Shared {
     /// Tells the driver to poll the engine for output.
     pub(crate) fn wake_driver(&self) {
         self.notify.notify_one();
+    }
+
+    /// Sends what the engine has queued (FINs and RESETs of streams let go,
+    /// their last data) right now, without the driver: for when the driver
+    /// is gone or going (its runtime shut down), so that a program that
+    /// closes its streams and exits does not leave its peers waiting for
+    /// their idle timeout. Best effort: non-blocking sends straight on the
+    /// socket, at most `FLUSH_LIMIT` datagrams, errors ignored, nothing
+    /// retransmitted later.
+    pub(crate) fn flush_now(&self) -> usize {
+        let sock = socket2::SockRef::from(&self.socket);
+        let mut buf = vec![0u8; 65_536];
+        let mut sent = 0;
+        let mut inner = self.inner.lock();
+        let now = Instant::now();
+        while sent < FLUSH_LIMIT {
+            let Some(t) = inner.endpoint.poll_transmit(now, &mut buf) else { break };
+            let _ = sock.send_to(&buf[..t.size], &t.destination.into());
+            sent += 1;
+        }
+        sent
     }
 }
 

@@ -60,12 +60,18 @@ impl fmt::Debug for StreamShared {
 
 impl Drop for StreamShared {
     fn drop(&mut self) {
-        {
+        let driver_gone = {
             let mut inner = self.shared.inner.lock();
             inner.release(self.handle);
             inner.streams -= 1;
+            inner.stopped.is_some()
+        };
+        if driver_gone {
+            // No driver to send the FIN (or RESET): send it now, once.
+            self.shared.flush_now();
+        } else {
+            self.shared.wake_driver();
         }
-        self.shared.wake_driver();
     }
 }
 
@@ -468,6 +474,14 @@ impl UtpStream {
     /// then fails with [`TimedOut`](io::ErrorKind::TimedOut) (the connection
     /// goes on closing in the background). The peer may still send: reading
     /// goes on after `close`.
+    ///
+    /// What a close guarantees: `Ok` means the peer has every byte. A stream
+    /// dropped without `close` still sends its data and FIN from the
+    /// socket's background task. If that task goes first (the program
+    /// returns from `main` and its runtime shuts down), what is queued (the
+    /// data, FINs and RESETs of streams already dropped, and those dropped
+    /// afterwards) is sent once, best effort, as it goes; nothing is
+    /// retransmitted after that. Await `close` before exiting to be sure.
     pub async fn close(&mut self) -> io::Result<()> {
         self.inner.close().await
     }

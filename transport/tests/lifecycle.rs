@@ -583,3 +583,33 @@ async fn an_unconfirmed_syn_with_data_leaves_the_accept_queue_when_it_expires() 
     };
     bounded(10, "expired SYN data", test).await;
 }
+
+/// A program that writes, drops its stream and shuts its runtime down at
+/// once (returns from `main`): the data and the FIN still leave, flushed
+/// when the driver goes, and the peer reads them and the end of the stream
+/// instead of waiting out its idle timeout.
+#[test]
+fn a_close_right_before_the_runtime_goes_still_reaches_the_peer() {
+    init_tracing();
+    let server_rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let server = server_rt.block_on(socket(test_config()));
+    let addr = server.local_addr().unwrap();
+    let client_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    client_rt.block_on(async {
+        let client = socket(test_config()).await;
+        let mut s = client.connect(addr).await.expect("connect");
+        s.write_all(b"last words").await.unwrap();
+        // Dropped, not closed: the FIN is queued behind the data.
+        drop(s);
+        drop(client);
+    });
+    // The driver never ran after the drop: it goes with the runtime.
+    drop(client_rt);
+    server_rt.block_on(async {
+        let mut peer = bounded(5, "accept", server.accept()).await.unwrap();
+        let mut got = Vec::new();
+        bounded(5, "the end of the stream", peer.read_to_end(&mut got)).await.unwrap();
+        assert_eq!(got, b"last words");
+    });
+}
