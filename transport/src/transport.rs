@@ -13,7 +13,9 @@
 //!     .with_tokio()
 //!     .with_other_transport(|key| {
 //!         Ok(libp2p_utp::Transport::default()
-//!             .upgrade(Version::V1)
+//!             // V1Lazy: noise starts without waiting for multistream-select's
+//!             // answer, one round trip less (as SwarmBuilder's TCP does).
+//!             .upgrade(Version::V1Lazy)
 //!             .authenticate(noise::Config::new(key)?)
 //!             .multiplex(yamux::Config::default()))
 //!     })?

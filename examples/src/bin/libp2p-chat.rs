@@ -113,7 +113,7 @@ fn swarm(connect_timeout: Duration) -> Result<Swarm<Behaviour>, Box<dyn std::err
         .with_tokio()
         .with_other_transport(|key| {
             Ok(libp2p_utp::Transport::new(utp)
-                .upgrade(Version::V1)
+                .upgrade(Version::V1Lazy)
                 .authenticate(noise::Config::new(key)?)
                 .multiplex(yamux::Config::default()))
         })?
