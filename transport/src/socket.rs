@@ -245,22 +245,26 @@ impl UtpSocket {
             };
             shared.wake_driver();
             debug!("dialing");
-            let connected = poll_fn(|cx| stream.poll_connected(cx));
-            match tokio::time::timeout(timeout, connected).await {
-                Ok(Ok(())) => {
+            // One timer: the engine's handshake deadline (`connect_timeout`)
+            // ends the dial, so the error is the same whoever looks.
+            match poll_fn(|cx| stream.poll_connected(cx)).await {
+                Ok(()) => {
                     debug!("connected");
                     Ok(UtpStream::new(stream))
                 }
-                Ok(Err(e)) => {
-                    debug!(error = %e, "dial failed");
-                    Err(with_context(e, format!("uTP connect to {remote} failed")))
-                }
-                Err(_) => {
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
                     debug!("dial timed out");
                     Err(io::Error::new(
                         io::ErrorKind::TimedOut,
-                        format!("uTP connect to {remote} timed out after {timeout:?}"),
+                        format!(
+                            "uTP connect to {remote} timed out after {timeout:?}: no answer to \
+                             the SYN"
+                        ),
                     ))
+                }
+                Err(e) => {
+                    debug!(error = %e, "dial failed");
+                    Err(with_context(e, format!("uTP connect to {remote} failed")))
                 }
             }
             // On failure `stream` is dropped here: the connection is released.

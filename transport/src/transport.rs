@@ -93,8 +93,11 @@ use crate::stream::UtpStream;
 /// [`Config::default`] differs from the plain socket defaults where libp2p
 /// needs it: Nagle's algorithm is off (a muxer's small frames, a ping or a
 /// request, go out at once instead of waiting for the data in flight to be
-/// acknowledged), the connect timeout is 10 s, and datagrams that are not
-/// uTP are dropped (nothing reads them).
+/// acknowledged), the connect timeout is 8 s (under the 10 s that
+/// `SwarmBuilder` gives a whole dial and upgrade, so that a peer that does
+/// not answer fails with our `TimedOut` error, which names the address,
+/// rather than libp2p's generic timeout), and datagrams that are not uTP
+/// are dropped (nothing reads them).
 ///
 /// ```
 /// use std::time::Duration;
@@ -125,7 +128,7 @@ impl Default for Config {
         let mut socket = crate::Config { non_utp_queue_len: 0, ..crate::Config::default() };
         let transport = socket.transport_mut();
         transport.nagle = false;
-        transport.connect_timeout = Duration::from_secs(10);
+        transport.connect_timeout = Duration::from_secs(8);
         Config { socket, punch_interval: Duration::from_millis(100) }
     }
 }
@@ -148,7 +151,7 @@ impl Config {
     ///
     /// ```
     /// let config = libp2p_utp::transport::Config::default();
-    /// assert_eq!(config.connect_timeout().as_secs(), 10);
+    /// assert_eq!(config.connect_timeout().as_secs(), 8);
     /// ```
     #[must_use]
     pub fn connect_timeout(&self) -> Duration {

@@ -413,3 +413,42 @@ async fn swarms_dialing_each_other_as_in_dcutr() {
     };
     bounded(30, "DCUtR-style dials", test).await;
 }
+
+/// A dial to an address that never answers, in a `SwarmBuilder` swarm with
+/// the default config: our `TimedOut` error, which names the address,
+/// surfaces before the builder's own 10 s timeout ("Timeout has been
+/// reached").
+#[tokio::test]
+async fn an_unanswered_dial_fails_with_our_error() {
+    init_tracing();
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut swarm = libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_other_transport(|key| {
+            Ok(libp2p_utp::Transport::default()
+                .upgrade(Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default()))
+        })
+        .expect("uTP transport")
+        .with_behaviour(Behaviour::new)
+        .expect("behaviour")
+        .build();
+    let addr: Multiaddr = format!("/ip4/127.0.0.1/udp/{port}/utp").parse().unwrap();
+    swarm.dial(addr).expect("dial");
+    let started = std::time::Instant::now();
+    let error = bounded(20, "the dial's failure", async {
+        loop {
+            if let SwarmEvent::OutgoingConnectionError { error, .. } =
+                swarm.select_next_some().await
+            {
+                break error.to_string();
+            }
+        }
+    })
+    .await;
+    println!("unanswered dial failed after {:?}: {error}", started.elapsed());
+    assert!(error.contains("timed out after 8s"), "{error}");
+    assert!(error.contains(&format!("127.0.0.1:{port}")), "{error}");
+}
