@@ -155,6 +155,42 @@ impl Config {
         Arc::make_mut(&mut self.endpoint.transport)
     }
 
+    /// Sets how long a dial may take ([`TransportConfig::connect_timeout`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use libp2p_utp::{Config, ExtFlags};
+    ///
+    /// let config = Config::default()
+    ///     .with_connect_timeout(Duration::from_secs(5))
+    ///     .with_extensions(ExtFlags::SYN_DATA);
+    /// assert!(config.transport().extensions.contains(ExtFlags::SYN_DATA));
+    /// assert!(config.transport().extensions.contains(ExtFlags::LARGE_PACKETS));
+    /// ```
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.transport_mut().connect_timeout = timeout;
+        self
+    }
+
+    /// Offers `extensions` as well as those already offered (the default
+    /// `LARGE_PACKETS` stays): [`ExtFlags::SYN_DATA`](crate::ExtFlags) for
+    /// data on the SYN and early-data dials, `METADATA` for framed
+    /// messages.
+    #[must_use]
+    pub fn with_extensions(mut self, extensions: crate::ExtFlags) -> Self {
+        let t = self.transport_mut();
+        t.extensions = crate::ExtFlags(t.extensions.0 | extensions.0);
+        self
+    }
+
+    /// Decides which dialers may connect (see [`AcceptFilter`]).
+    #[must_use]
+    pub fn with_accept_filter(mut self, filter: AcceptFilter) -> Self {
+        self.accept_filter = Some(filter);
+        self
+    }
+
     /// How long [`UtpSocket::connect`](crate::UtpSocket::connect) may take.
     #[must_use]
     pub fn connect_timeout(&self) -> Duration {

@@ -157,6 +157,51 @@ impl Config {
     pub fn connect_timeout(&self) -> Duration {
         self.socket.connect_timeout()
     }
+
+    /// Sets how long a dial may take (see [`Config::connect_timeout`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use libp2p_utp::{transport::Config, ExtFlags};
+    ///
+    /// let config = Config::default()
+    ///     .with_connect_timeout(Duration::from_secs(5))
+    ///     .with_extensions(ExtFlags::SYN_DATA); // early-data dials
+    /// assert_eq!(config.connect_timeout(), Duration::from_secs(5));
+    /// let transport = libp2p_utp::Transport::new(config);
+    /// # drop(transport);
+    /// ```
+    #[must_use]
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.socket = self.socket.with_connect_timeout(timeout);
+        self
+    }
+
+    /// Adds `extensions` to those offered (see
+    /// [`crate::Config::with_extensions`]).
+    #[must_use]
+    pub fn with_extensions(mut self, extensions: crate::ExtFlags) -> Self {
+        self.socket = self.socket.with_extensions(extensions);
+        self
+    }
+
+    /// Decides which dialers may connect to the listeners (see
+    /// [`AcceptFilter`](crate::AcceptFilter)).
+    #[must_use]
+    pub fn with_accept_filter(mut self, filter: crate::AcceptFilter) -> Self {
+        self.socket.accept_filter = Some(filter);
+        self
+    }
+}
+
+/// A transport configuration from a socket configuration, taken as it is
+/// (the libp2p defaults of [`Config::default`], Nagle off and an 8 s
+/// connect timeout, are not applied), so that
+/// `Transport::new(libp2p_utp::Config::default())` works too.
+impl From<crate::Config> for Config {
+    fn from(socket: crate::Config) -> Self {
+        Config { socket, ..Config::default() }
+    }
 }
 
 /// Why a [`Transport`] operation failed.
@@ -262,9 +307,13 @@ impl Transport {
     /// config.socket.accept_backlog = 64;
     /// let transport = Transport::new(config);
     /// # drop(transport);
+    /// // A socket configuration works too (taken as it is).
+    /// let transport = Transport::new(libp2p_utp::Config::default());
+    /// # drop(transport);
     /// ```
     #[must_use]
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: impl Into<Config>) -> Self {
+        let config = config.into();
         Transport {
             config,
             listeners: SelectAll::new(),
