@@ -84,8 +84,8 @@ mod udp;
 pub use config::{AcceptDecision, AcceptFilter, Config, DEFAULT_SOCKET_BUFFER_SIZE};
 pub use socket::{IncomingStreams, UtpSocket};
 pub use stream::{
-    MessageRead, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, UtpStream, WriteHalf,
-    MAX_METADATA_LEN,
+    AbortHandle, MessageRead, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, UtpStream,
+    WriteHalf, MAX_METADATA_LEN,
 };
 #[cfg(feature = "libp2p")]
 pub use transport::Transport;

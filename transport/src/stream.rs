@@ -442,9 +442,54 @@ impl fmt::Debug for UtpStream {
     }
 }
 
+/// Resets a stream from elsewhere (a Ctrl-C handler, a supervisor) without
+/// owning it: cheap to clone, and it keeps nothing alive. Made by
+/// [`UtpStream::abort_handle`] (and the halves' `abort_handle`).
+///
+/// ```no_run
+/// # async fn demo(stream: libp2p_utp::UtpStream) {
+/// let abort = stream.abort_handle();
+/// tokio::spawn(async move {
+///     let _ = tokio::signal::ctrl_c().await;
+///     abort.reset(); // the peer sees a RESET, not a clean end
+/// });
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct AbortHandle {
+    inner: std::sync::Weak<StreamShared>,
+}
+
+impl AbortHandle {
+    /// Whether the stream still exists (was not dropped).
+    #[must_use]
+    pub fn is_alive(&self) -> bool {
+        self.inner.strong_count() > 0
+    }
+
+    /// Resets the stream (see [`UtpStream::reset`]) if it still exists;
+    /// returns whether it did.
+    pub fn reset(&self) -> bool {
+        match self.inner.upgrade() {
+            Some(stream) => {
+                stream.reset();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 impl UtpStream {
     pub(crate) fn new(inner: Arc<StreamShared>) -> Self {
         UtpStream { inner }
+    }
+
+    /// A handle that resets this stream from elsewhere (see
+    /// [`AbortHandle`]).
+    #[must_use]
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle { inner: Arc::downgrade(&self.inner) }
     }
 
     /// The peer's address.
@@ -527,6 +572,13 @@ pub struct OwnedReadHalf {
 }
 
 impl OwnedReadHalf {
+    /// A handle that resets the stream from elsewhere (see
+    /// [`AbortHandle`]).
+    #[must_use]
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle { inner: Arc::downgrade(&self.inner) }
+    }
+
     /// The peer's address.
     #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
@@ -575,6 +627,13 @@ impl Drop for OwnedWriteHalf {
 }
 
 impl OwnedWriteHalf {
+    /// A handle that resets the stream from elsewhere (see
+    /// [`AbortHandle`]).
+    #[must_use]
+    pub fn abort_handle(&self) -> AbortHandle {
+        AbortHandle { inner: Arc::downgrade(&self.inner) }
+    }
+
     /// The peer's address.
     #[must_use]
     pub fn peer_addr(&self) -> SocketAddr {
