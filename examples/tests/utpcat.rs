@@ -162,7 +162,22 @@ fn refused_connection_exits_3() {
 fn help_explains_every_command() {
     let out = Command::new(UTPCAT).arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["listen", "connect", "send", "recv", "bench", "--verbose", "Exit status"] {
+    for word in [
+        "listen",
+        "connect",
+        "send",
+        "recv",
+        "bench",
+        "--verbose",
+        "Exit status",
+        "-l, --listen",
+        "-p, --port",
+        "-k, --keep-open",
+        "-w, --wait",
+        "-q, --quiet",
+        "HOST PORT",
+        "Ctrl-C",
+    ] {
         assert!(text.contains(word), "--help lacks {word}: {text}");
     }
     let out = Command::new(UTPCAT).args(["bench", "--help"]).output().unwrap();
@@ -184,4 +199,101 @@ fn bench_runs_a_small_transfer() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("uTP") && text.contains("MB/s"), "{text}");
+}
+
+/// Reads the child's stderr until a line containing `what`.
+fn wait_for_line(err: &mut impl std::io::BufRead, what: &str) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).unwrap();
+        assert!(n > 0, "stderr ended before {what:?}: {all}");
+        all.push_str(&line);
+        if line.contains(what) {
+            return all;
+        }
+    }
+}
+
+/// netcat's syntax: `-l -p PORT` and `HOST PORT` with a host name; data
+/// both ways.
+#[test]
+fn netcat_syntax_with_a_host_name() {
+    let port = free_port().to_string();
+    let mut listener = spawn(&["-l", "-p", &port]);
+    let listener_err = wait_listening(&mut listener);
+    let l = std::thread::spawn(move || {
+        let _keep = listener_err;
+        finish_no_stderr(listener, b"from the listener".to_vec())
+    });
+    let connector = spawn(&["localhost", &port]);
+    let (code, out, err) = finish(connector, b"from the dialer".to_vec(), Duration::from_secs(30));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out, b"from the listener");
+    let (code, out) = l.join().unwrap();
+    assert_eq!(code, Some(0));
+    assert_eq!(out, b"from the dialer");
+}
+
+/// `-l -k -q PORT` serves one connection after another and prints no
+/// status lines.
+#[test]
+fn keep_open_serves_one_connection_after_another_quietly() {
+    let port = free_port().to_string();
+    let mut listener = spawn(&["-l", "-k", "-q", &port]);
+    // Its stdin at its end: each connection gets the listener's FIN at once.
+    drop(listener.stdin.take());
+    // No "listening on" line with -q: wait until the port answers.
+    let target = format!("127.0.0.1:{port}");
+    for (i, word) in ["first\n", "second\n"].iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let c = spawn(&["-q", "-w", "2", &target]);
+            let (code, _, err) = finish(c, word.as_bytes().to_vec(), Duration::from_secs(30));
+            if code == Some(0) {
+                assert!(err.is_empty(), "-q prints nothing: {err}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "connection {i} failed: {err}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = listener.kill();
+    let mut out = String::new();
+    listener.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    listener.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let _ = listener.wait();
+    assert_eq!(out, "first\nsecond\n");
+    assert!(err.is_empty(), "-q prints nothing: {err}");
+}
+
+/// Ctrl-C on the dialing side resets the connection: the listener sees
+/// "connection reset" (exit 5) instead of a clean end of stream, and the
+/// interrupted side exits 130.
+#[test]
+fn ctrl_c_resets_the_connection() {
+    let port = free_port().to_string();
+    let mut listener = spawn(&["-l", &port]);
+    let mut listener_err = wait_listening(&mut listener);
+    let mut dialer = spawn(&["127.0.0.1", &port]);
+    // Keep the dialer's stdin open: it would half-close on its end.
+    let dialer_stdin = dialer.stdin.take().unwrap();
+    wait_for_line(&mut listener_err, "connection from");
+    // SAFETY: kill(2) with the pid of our child and SIGINT.
+    let r = unsafe { libc::kill(dialer.id() as libc::pid_t, libc::SIGINT) };
+    assert_eq!(r, 0);
+    let status = dialer.wait().unwrap();
+    drop(dialer_stdin);
+    let mut err = String::new();
+    dialer.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("1 connection(s) reset"), "{err}");
+    listener.stderr = None;
+    let mut rest = String::new();
+    listener_err.read_to_string(&mut rest).unwrap();
+    let (code, _) = finish_no_stderr(listener, Vec::new());
+    assert_eq!(code, Some(5), "{rest}");
+    assert!(rest.contains("reset"), "{rest}");
 }

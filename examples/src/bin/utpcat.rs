@@ -1,8 +1,9 @@
 //! utpcat: netcat over uTP.
 //!
 //! ```text
-//! utpcat listen 127.0.0.1:9000            # accept one connection: stdin -> peer -> stdout
-//! utpcat connect 127.0.0.1:9000           # the same from the dialing side
+//! utpcat -l 9000                          # listen on port 9000: peer -> stdout, stdin -> peer
+//! utpcat localhost 9000                   # connect (host names work)
+//! utpcat -l -k 9000                       # keep listening: one connection after another
 //! utpcat send FILE 127.0.0.1:9000         # send a file (progress bar, sha256)
 //! utpcat recv 127.0.0.1:9000 -o FILE      # receive one (progress bar, sha256)
 //! utpcat bench                            # loopback benchmark in one process
@@ -12,58 +13,99 @@ use std::io::{self, IsTerminal};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use libp2p_utp::{Config, UtpSocket, UtpStream};
+use libp2p_utp::{AbortHandle, Config, UtpSocket, UtpStream};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// netcat over uTP, the Micro Transport Protocol of BitTorrent (BEP 29).
 ///
+/// Connect to HOST PORT, or listen with -l, and copy stdin to the peer and
+/// the peer to stdout. End of stdin half-closes the connection (the peer
+/// reads the end of the stream; reading goes on). Ctrl-C resets the
+/// connection, so the peer sees an abort rather than a clean end.
+///
 /// Exit status: 0 success, 1 I/O or usage error, 3 connection refused,
-/// 4 timed out, 5 connection reset by the peer.
+/// 4 timed out, 5 connection reset by the peer, 130 interrupted (Ctrl-C).
 #[derive(Parser, Debug)]
-#[command(name = "utpcat", version)]
+#[command(
+    name = "utpcat",
+    version,
+    override_usage = "utpcat [OPTIONS] HOST PORT\n       utpcat -l [OPTIONS] [HOST] PORT\n       \
+                      utpcat -l [OPTIONS] -p PORT\n       utpcat [OPTIONS] <COMMAND>"
+)]
 struct Cli {
+    /// Listen for a connection instead of connecting.
+    #[arg(short = 'l', long)]
+    listen: bool,
+
+    /// With -l: the port to listen on. Without: the local port to dial
+    /// from.
+    #[arg(short = 'p', long, value_name = "PORT")]
+    port: Option<u16>,
+
+    /// With -l: after a connection ends, accept another (one at a time).
+    #[arg(short = 'k', long)]
+    keep_open: bool,
+
+    /// Give up on a dial, and on a connection that is silent, after SECS
+    /// seconds (default: dial 10 s, silence 120 s).
+    #[arg(short = 'w', long = "wait", value_name = "SECS")]
+    wait: Option<u64>,
+
+    /// No status lines ("listening on", "connection from") and no progress
+    /// bars; errors are still reported.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+
     /// Log what the protocol does (-v: debug, -vv: trace) to stderr.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
 
-    /// Give up dialing after this many seconds.
+    /// Give up dialing after this many seconds (as -w).
     #[arg(long, default_value_t = 10, global = true, value_name = "SECS")]
     connect_timeout: u64,
 
+    /// HOST PORT (or HOST:PORT) to connect to; with -l, [HOST] PORT to
+    /// listen on (HOST defaults to every address, 0.0.0.0).
+    #[arg(value_name = "HOST PORT", num_args = 0..=2)]
+    target: Vec<String>,
+
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Accept one connection on HOST:PORT; copy it to stdout and stdin to it.
-    /// Exits when both directions are done.
+    /// Exits when both directions are done. (As `utpcat -l HOST PORT`.)
     Listen {
-        /// Address to listen on, e.g. `127.0.0.1:9000` or `[::1]:9000`.
-        addr: SocketAddr,
+        /// Address to listen on, e.g. `127.0.0.1:9000`, `[::1]:9000`,
+        /// `localhost:9000`.
+        addr: String,
     },
     /// Connect to HOST:PORT; copy stdin to it and it to stdout. End of
-    /// stdin half-closes the connection (sends FIN); reading goes on.
+    /// stdin half-closes the connection (sends FIN); reading goes on. (As
+    /// `utpcat HOST PORT`.)
     Connect {
-        /// Address to connect to.
-        addr: SocketAddr,
+        /// Address to connect to (host names work).
+        addr: String,
     },
     /// Send FILE to a `utpcat recv` (or any uTP listener) at HOST:PORT.
     Send {
         /// File to send.
         file: PathBuf,
         /// Address to connect to.
-        addr: SocketAddr,
+        addr: String,
     },
     /// Accept one connection on HOST:PORT and save what it sends.
     Recv {
         /// Address to listen on.
-        addr: SocketAddr,
+        addr: String,
         /// Write the data here instead of to stdout.
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,
@@ -84,6 +126,28 @@ enum Command {
         #[arg(long)]
         ipv6: bool,
     },
+}
+
+/// Streams that Ctrl-C resets.
+fn live_streams() -> &'static Mutex<Vec<AbortHandle>> {
+    static LIVE: OnceLock<Mutex<Vec<AbortHandle>>> = OnceLock::new();
+    LIVE.get_or_init(Mutex::default)
+}
+
+fn track(stream: &UtpStream) {
+    if let Ok(mut live) = live_streams().lock() {
+        live.retain(AbortHandle::is_alive);
+        live.push(stream.abort_handle());
+    }
+}
+
+/// Status lines go to stderr unless `-q`.
+static QUIET: OnceLock<bool> = OnceLock::new();
+
+fn status(line: std::fmt::Arguments<'_>) {
+    if !QUIET.get().copied().unwrap_or(false) {
+        eprintln!("utpcat: {line}");
+    }
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
@@ -107,6 +171,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 fn exit_code(e: &io::Error) -> ExitCode {
     match e.kind() {
+        io::ErrorKind::Interrupted => ExitCode::from(130),
         io::ErrorKind::ConnectionRefused => ExitCode::from(3),
         io::ErrorKind::TimedOut => ExitCode::from(4),
         io::ErrorKind::ConnectionReset => ExitCode::from(5),
@@ -122,14 +187,30 @@ fn describe(e: &io::Error, what: &str) -> String {
         io::ErrorKind::TimedOut => " (no answer: wrong address, a firewall, or nothing listening)",
         io::ErrorKind::ConnectionReset => " (the peer aborted the connection)",
         io::ErrorKind::AddrInUse => " (another program uses that port)",
+        io::ErrorKind::Interrupted => " (Ctrl-C: the peer sees a RESET)",
         _ => "",
     };
     format!("utpcat: {what}: {e}{hint}")
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("utpcat: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Not a plain drop: that would wait for a blocking read of stdin that may
+    // never end. The sockets' tasks go now, sending the FINs and RESETs
+    // still queued.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
+}
+
+async fn run(cli: Cli) -> ExitCode {
     if cli.verbose > 0 {
         let level = if cli.verbose == 1 { "debug" } else { "trace" };
         tracing_subscriber::fmt()
@@ -139,16 +220,33 @@ async fn main() -> ExitCode {
             )))
             .init();
     }
+    let _ = QUIET.set(cli.quiet);
     let mut config = Config::default();
-    config.transport_mut().connect_timeout = Duration::from_secs(cli.connect_timeout);
-    let result = match cli.command {
-        Command::Listen { addr } => listen(addr, config).await,
-        Command::Connect { addr } => connect(addr, config).await,
-        Command::Send { file, addr } => send(file, addr, config).await,
-        Command::Recv { addr, output } => recv(addr, output, config).await,
-        Command::Bench { size, connections, tcp, ipv6 } => {
-            bench(size, connections.max(1), tcp, ipv6, config).await
+    let dial_secs = cli.wait.unwrap_or(cli.connect_timeout);
+    config.transport_mut().connect_timeout = Duration::from_secs(dial_secs);
+    if let Some(secs) = cli.wait {
+        config.transport_mut().idle_timeout = Duration::from_secs(secs.max(1));
+    }
+    let run = async {
+        match cli.command {
+            Some(command) => run_command(command, cli.quiet, config).await,
+            None => run_netcat(cli.listen, cli.port, cli.keep_open, &cli.target, config).await,
         }
+    };
+    // On Ctrl-C: an abort, not a clean end: the peer must not take a partial
+    // transfer for a whole one. The streams are reset while they still
+    // exist (before `run` is dropped, which would close them gracefully);
+    // the RESETs leave as the runtime goes down.
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+        live_streams().lock().map_or(0, |live| live.iter().filter(|h| h.reset()).count())
+    };
+    let result = tokio::select! {
+        r = run => r,
+        reset = interrupted => Err((
+            io::Error::new(io::ErrorKind::Interrupted, format!("{reset} connection(s) reset")),
+            "interrupted".to_string(),
+        )),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -157,6 +255,71 @@ async fn main() -> ExitCode {
             exit_code(&e)
         }
     }
+}
+
+async fn run_command(command: Command, quiet: bool, config: Config) -> CatResult {
+    match command {
+        Command::Listen { addr } => listen(resolve(&addr).await?, false, config).await,
+        Command::Connect { addr } => connect(resolve(&addr).await?, None, config).await,
+        Command::Send { file, addr } => send(file, resolve(&addr).await?, quiet, config).await,
+        Command::Recv { addr, output } => recv(resolve(&addr).await?, output, quiet, config).await,
+        Command::Bench { size, connections, tcp, ipv6 } => {
+            bench(size, connections.max(1), tcp, ipv6, config).await
+        }
+    }
+}
+
+/// netcat's own syntax: `HOST PORT`, `-l [HOST] PORT`, `-l -p PORT`.
+async fn run_netcat(
+    listen_mode: bool,
+    port: Option<u16>,
+    keep_open: bool,
+    target: &[String],
+    config: Config,
+) -> CatResult {
+    let usage = |msg: &str| {
+        Err((io::Error::new(io::ErrorKind::InvalidInput, msg.to_string()), "usage".to_string()))
+    };
+    if listen_mode {
+        let (host, port) = match (target, port) {
+            ([], Some(p)) => ("0.0.0.0".to_string(), p.to_string()),
+            ([p], None) => ("0.0.0.0".to_string(), p.clone()),
+            ([h], Some(p)) => (h.clone(), p.to_string()),
+            ([h, p], None) => (h.clone(), p.clone()),
+            _ => return usage("listen with `utpcat -l PORT`, `-l -p PORT` or `-l HOST PORT`"),
+        };
+        let addr = resolve(&join_host_port(&host, &port)).await?;
+        return listen(addr, keep_open, config).await;
+    }
+    if keep_open {
+        return usage("-k keeps a listener open: use it with -l");
+    }
+    let addr = match target {
+        [hp] if hp.contains(':') => hp.clone(),
+        [h, p] => join_host_port(h, p),
+        _ => return usage("connect with `utpcat HOST PORT` (see --help)"),
+    };
+    connect(resolve(&addr).await?, port, config).await
+}
+
+fn join_host_port(host: &str, port: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Resolves `HOST:PORT` (a name, an IPv4 address or a bracketed IPv6 one),
+/// IPv4 first.
+async fn resolve(addr: &str) -> Result<SocketAddr, (io::Error, String)> {
+    let what = || format!("cannot resolve {addr}");
+    let mut addrs: Vec<SocketAddr> = ctx(tokio::net::lookup_host(addr).await, what())?.collect();
+    addrs.sort_by_key(|a| a.is_ipv6());
+    addrs
+        .into_iter()
+        .next()
+        .ok_or_else(|| (io::Error::new(io::ErrorKind::NotFound, "no address"), what()))
 }
 
 type CatResult = Result<(), (io::Error, String)>;
@@ -171,43 +334,60 @@ async fn bind(addr: SocketAddr, config: Config) -> Result<UtpSocket, (io::Error,
 
 async fn dial(
     addr: SocketAddr,
+    local_port: Option<u16>,
     config: Config,
 ) -> Result<(UtpSocket, UtpStream), (io::Error, String)> {
-    let local: SocketAddr =
+    let mut local: SocketAddr =
         if addr.is_ipv4() { "0.0.0.0:0".parse().unwrap() } else { "[::]:0".parse().unwrap() };
+    local.set_port(local_port.unwrap_or(0));
     let socket = bind(local, config).await?;
     let stream = ctx(socket.connect(addr).await, format!("cannot connect to {addr}"))?;
+    track(&stream);
     Ok((socket, stream))
 }
 
 /// Copies stdin to the stream (then half-closes) and the stream to stdout.
 async fn pipe_stdio(stream: UtpStream) -> CatResult {
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, mut wr) = stream.into_split();
+    // Large blocks: tokio's stdin and stdout go through its blocking pool,
+    // and every block is a round trip through it.
+    const BLOCK: usize = 256 * 1024;
     let upload = async move {
-        let mut stdin = tokio::io::stdin();
-        ctx(tokio::io::copy(&mut stdin, &mut wr).await, "sending")?;
+        let mut stdin = tokio::io::BufReader::with_capacity(BLOCK, tokio::io::stdin());
+        ctx(tokio::io::copy_buf(&mut stdin, &mut wr).await, "sending")?;
         ctx(wr.shutdown().await, "closing the sending side")?;
         ctx(wr.close().await, "waiting for the peer to take the last bytes")
     };
     let download = async move {
         let mut stdout = tokio::io::stdout();
-        ctx(tokio::io::copy(&mut rd, &mut stdout).await, "receiving")?;
+        let mut rd = tokio::io::BufReader::with_capacity(BLOCK, rd);
+        ctx(tokio::io::copy_buf(&mut rd, &mut stdout).await, "receiving")?;
         ctx(stdout.flush().await, "writing to stdout")
     };
-    let (up, down) = tokio::join!(upload, download);
-    up.and(down)
+    // A failure either way (a reset, a timeout) ends both: the other
+    // direction would otherwise wait on stdin or the socket for nothing.
+    tokio::try_join!(upload, download).map(|_| ())
 }
 
-async fn listen(addr: SocketAddr, config: Config) -> CatResult {
+async fn listen(addr: SocketAddr, keep_open: bool, config: Config) -> CatResult {
     let socket = bind(addr, config).await?;
-    eprintln!("utpcat: listening on {}", socket.local_addr().map_or(addr, |a| a));
-    let stream = ctx(socket.accept().await, "accepting")?;
-    eprintln!("utpcat: connection from {}", stream.peer_addr());
-    pipe_stdio(stream).await
+    status(format_args!("listening on {}", socket.local_addr().map_or(addr, |a| a)));
+    loop {
+        let stream = ctx(socket.accept().await, "accepting")?;
+        track(&stream);
+        status(format_args!("connection from {}", stream.peer_addr()));
+        let result = pipe_stdio(stream).await;
+        if !keep_open {
+            return result;
+        }
+        if let Err((e, what)) = result {
+            eprintln!("{}", describe(&e, &what));
+        }
+    }
 }
 
-async fn connect(addr: SocketAddr, config: Config) -> CatResult {
-    let (_socket, stream) = dial(addr, config).await?;
+async fn connect(addr: SocketAddr, local_port: Option<u16>, config: Config) -> CatResult {
+    let (_socket, stream) = dial(addr, local_port, config).await?;
     pipe_stdio(stream).await
 }
 
@@ -267,25 +447,26 @@ where
     }
 }
 
-async fn send(file: PathBuf, addr: SocketAddr, config: Config) -> CatResult {
+async fn send(file: PathBuf, addr: SocketAddr, quiet: bool, config: Config) -> CatResult {
     let mut f = ctx(tokio::fs::File::open(&file).await, format!("cannot open {}", file.display()))?;
     let len = f.metadata().await.ok().map(|m| m.len());
-    let (_socket, mut stream) = dial(addr, config).await?;
-    let bar = progress(len, false);
+    let (_socket, mut stream) = dial(addr, None, config).await?;
+    let bar = progress(len, quiet);
     let start = Instant::now();
     let reading = format!("reading {}", file.display());
     let (total, hash) = copy_hashing(&mut f, &mut stream, &bar, &reading, "sending").await?;
     ctx(stream.close().await, "waiting for the receiver to take the last bytes")?;
     bar.finish_and_clear();
-    eprintln!("utpcat: sent {}", summary(total, start.elapsed(), hash));
+    status(format_args!("sent {}", summary(total, start.elapsed(), hash)));
     Ok(())
 }
 
-async fn recv(addr: SocketAddr, output: Option<PathBuf>, config: Config) -> CatResult {
+async fn recv(addr: SocketAddr, output: Option<PathBuf>, quiet: bool, config: Config) -> CatResult {
     let socket = bind(addr, config).await?;
-    eprintln!("utpcat: listening on {}", socket.local_addr().map_or(addr, |a| a));
+    status(format_args!("listening on {}", socket.local_addr().map_or(addr, |a| a)));
     let mut stream = ctx(socket.accept().await, "accepting")?;
-    eprintln!("utpcat: connection from {}", stream.peer_addr());
+    track(&stream);
+    status(format_args!("connection from {}", stream.peer_addr()));
     let mut out: Box<dyn AsyncWrite + Unpin + Send> = match &output {
         Some(path) => Box::new(ctx(
             tokio::fs::File::create(path).await,
@@ -293,13 +474,14 @@ async fn recv(addr: SocketAddr, output: Option<PathBuf>, config: Config) -> CatR
         )?),
         None => Box::new(tokio::io::stdout()),
     };
-    let bar = progress(None, output.is_none());
+    // Progress on stderr whether the data goes to a file or to stdout.
+    let bar = progress(None, quiet);
     let start = Instant::now();
     let (total, hash) =
         copy_hashing(&mut stream, &mut out, &bar, "receiving", "writing the output").await?;
     ctx(out.flush().await, "writing the output")?;
     bar.finish_and_clear();
-    eprintln!("utpcat: received {}", summary(total, start.elapsed(), hash));
+    status(format_args!("received {}", summary(total, start.elapsed(), hash)));
     Ok(())
 }
 
