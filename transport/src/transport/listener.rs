@@ -119,7 +119,10 @@ impl Listener {
                 Poll::Pending => return None,
                 Poll::Ready(Ok(IfEvent::Up(net))) => {
                     let ip = net.addr();
-                    if ip.is_ipv4() == self.bound.is_ipv4() && self.ips.insert(ip) {
+                    if ip.is_ipv4() == self.bound.is_ipv4()
+                        && announceable(ip)
+                        && self.ips.insert(ip)
+                    {
                         let listen_addr = to_multiaddr(SocketAddr::new(ip, self.bound.port()));
                         debug!(listener = %self.id, %listen_addr, "new listen address");
                         return Some(TransportEvent::NewAddress {
@@ -148,6 +151,16 @@ impl Listener {
                 }
             }
         }
+    }
+}
+
+/// Whether a wildcard listener announces an interface's address. Not an
+/// IPv6 link-local one (fe80::/10): a multiaddr has no room for the zone
+/// (interface) such an address needs, so nobody could dial it.
+fn announceable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(_) => true,
+        IpAddr::V6(v6) => !v6.is_unicast_link_local(),
     }
 }
 
@@ -191,5 +204,20 @@ impl Stream for Listener {
             this.waker = Some(cx.waker().clone());
             return Poll::Pending;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_local_ipv6_is_not_announced() {
+        assert!(!announceable("fe80::1".parse().unwrap()));
+        assert!(!announceable("fe80::abcd:1234".parse().unwrap()));
+        assert!(announceable("2001:db8::1".parse().unwrap()));
+        assert!(announceable("::1".parse().unwrap()));
+        assert!(announceable("169.254.1.1".parse().unwrap()));
+        assert!(announceable("192.168.1.2".parse().unwrap()));
     }
 }
