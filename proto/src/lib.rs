@@ -25,6 +25,6 @@ pub mod wire;
 pub use config::{EndpointConfig, TransportConfig};
 pub use connection::{Connection, ConnectionError, Event, ReadError, Side, Stats, WriteError};
 pub use endpoint::{
-    AcceptError, ConnectError, ConnectionHandle, DatagramEvent, Endpoint, EndpointStats, Incoming,
-    Transmit,
+    AcceptError, ConnectError, ConnectionCounts, ConnectionHandle, DatagramEvent, Endpoint,
+    EndpointStats, Incoming, TrafficTotals, Transmit,
 };

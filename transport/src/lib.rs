@@ -82,7 +82,7 @@ pub mod transport;
 mod udp;
 
 pub use config::{AcceptDecision, AcceptFilter, Config, DEFAULT_SOCKET_BUFFER_SIZE};
-pub use socket::{IncomingStreams, UtpSocket};
+pub use socket::{IncomingStreams, SocketStats, UtpSocket};
 pub use stream::{
     AbortHandle, MessageRead, OwnedReadHalf, OwnedWriteHalf, ReadHalf, ReuniteError, UtpStream,
     WriteHalf, MAX_METADATA_LEN,

@@ -418,6 +418,34 @@ impl UtpSocket {
         self.shared().inner.lock().endpoint.stats().clone()
     }
 
+    /// Socket-wide counters in one read: the traffic of every connection
+    /// (closed ones included), the connections by state, the drops and
+    /// refusals of [`UtpSocket::endpoint_stats`], and the non-uTP datagrams
+    /// dropped.
+    ///
+    /// ```no_run
+    /// # async fn f() -> std::io::Result<()> {
+    /// let socket = libp2p_utp::UtpSocket::bind("0.0.0.0:6881").await?;
+    /// let s = socket.socket_stats();
+    /// println!(
+    ///     "{} B sent, {} retransmissions, {} open connections, {} SYNs refused",
+    ///     s.traffic.bytes_sent, s.traffic.retransmits, s.connections.open,
+    ///     s.endpoint.syns_refused_by_app
+    /// );
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn socket_stats(&self) -> SocketStats {
+        let inner = self.shared().inner.lock();
+        SocketStats {
+            traffic: inner.endpoint.traffic(),
+            connections: inner.endpoint.connection_counts(),
+            endpoint: inner.endpoint.stats().clone(),
+            non_utp_dropped: inner.non_utp_dropped,
+        }
+    }
+
     /// Waits for the next datagram that is not uTP; returns its bytes and
     /// sender.
     ///
@@ -543,4 +571,20 @@ impl futures_core::Stream for IncomingStreams {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// Socket-wide counters (see [`UtpSocket::socket_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SocketStats {
+    /// Packets, bytes, retransmissions and timeouts of every connection,
+    /// closed ones included.
+    pub traffic: utp_proto::TrafficTotals,
+    /// The connections held now, by state.
+    pub connections: utp_proto::ConnectionCounts,
+    /// Datagrams dropped by reason, SYNs refused or ignored, RESETs sent.
+    pub endpoint: EndpointStats,
+    /// Datagrams that were not uTP, dropped because their queue was full
+    /// (or nobody reads them).
+    pub non_utp_dropped: u64,
 }

@@ -613,3 +613,46 @@ fn a_close_right_before_the_runtime_goes_still_reaches_the_peer() {
         assert_eq!(got, b"last words");
     });
 }
+
+/// Socket-wide counters: the traffic of every connection stays counted
+/// after the connections are gone, and the connections are counted by
+/// state while they live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_stats_count_every_connection_closed_or_not() {
+    init_tracing();
+    const LEN: u64 = 256 * 1024;
+    let (server, client) = pair().await;
+    let addr = server.local_addr().unwrap();
+    let test = async move {
+        let mut streams = Vec::new();
+        for seed in 0..3 {
+            let mut s = client.connect(addr).await.expect("connect");
+            write_pattern(&mut s, seed, LEN, 64 * 1024).await.unwrap();
+            let mut peer = server.accept().await.unwrap();
+            let mut buf = vec![0u8; LEN as usize];
+            peer.read_exact(&mut buf).await.unwrap();
+            streams.push((s, peer));
+        }
+        let live = client.socket_stats();
+        assert_eq!(live.connections.open, 3, "{live:?}");
+        assert_eq!(server.socket_stats().connections.open, 3);
+        for (mut s, mut peer) in streams {
+            s.close().await.unwrap();
+            peer.close().await.unwrap();
+        }
+        let start = Instant::now();
+        while client.connection_count() + server.connection_count() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(20), "connections not freed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let sent = client.socket_stats();
+        let received = server.socket_stats();
+        println!("client: {:?}\nserver: {:?}", sent.traffic, received.traffic);
+        assert!(sent.traffic.bytes_sent >= 3 * LEN, "{sent:?}");
+        assert!(received.traffic.bytes_received >= 3 * LEN, "{received:?}");
+        // (Packets: loopback's path MTU lets them grow to 64 KiB.)
+        assert!(sent.traffic.packets_sent > 0 && received.traffic.packets_received > 0);
+        assert_eq!(sent.connections, libp2p_utp::utp_proto::ConnectionCounts::default());
+    };
+    bounded(60, "socket stats", test).await;
+}

@@ -2,7 +2,7 @@
 
 mod stats;
 
-pub use stats::EndpointStats;
+pub use stats::{ConnectionCounts, EndpointStats, TrafficTotals};
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -192,6 +192,8 @@ pub struct Endpoint {
     reset_tokens: f64,
     reset_refill: Instant,
     stats: EndpointStats,
+    /// The traffic of the connections already freed.
+    closed_traffic: TrafficTotals,
     /// Path MTUs found, per destination (address and port), and until when
     /// they hold.
     path_mtus: HashMap<SocketAddr, (usize, Instant)>,
@@ -229,6 +231,7 @@ impl Endpoint {
             reset_tokens,
             reset_refill: now,
             stats: EndpointStats::default(),
+            closed_traffic: TrafficTotals::default(),
             path_mtus: HashMap::new(),
             half_open_queue: VecDeque::new(),
             half_open: 0,
@@ -265,6 +268,33 @@ impl Endpoint {
     #[must_use]
     pub fn stats(&self) -> &EndpointStats {
         &self.stats
+    }
+
+    /// The traffic of every connection so far, closed ones included.
+    #[must_use]
+    pub fn traffic(&self) -> TrafficTotals {
+        let mut t = self.closed_traffic.clone();
+        for slot in self.slots.iter().flatten() {
+            t.add(&slot.conn.stats());
+        }
+        t
+    }
+
+    /// The connections held now, by state.
+    #[must_use]
+    pub fn connection_counts(&self) -> ConnectionCounts {
+        let mut c = ConnectionCounts::default();
+        for slot in self.slots.iter().flatten() {
+            let conn = &slot.conn;
+            if conn.is_closed() {
+                c.draining += 1;
+            } else if conn.is_half_open() || !conn.is_connected() {
+                c.handshaking += 1;
+            } else {
+                c.open += 1;
+            }
+        }
+        c
     }
 
     /// Accepted connections whose initiator has not yet confirmed the
@@ -555,6 +585,7 @@ impl Endpoint {
         let Some(Some(slot)) = self.slots.get_mut(index) else { return };
         if slot.released && slot.conn.is_drained() && !slot.queued_send && !slot.queued_event {
             trace!(remote = %slot.conn.remote(), id = slot.conn.recv_id(), "connection freed");
+            self.closed_traffic.add(&slot.conn.stats());
             self.unkey(index);
             self.slots[index] = None;
             self.free.push(index);

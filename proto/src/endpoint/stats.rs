@@ -47,3 +47,47 @@ pub struct EndpointStats {
     /// RESETs not sent because of the rate limit (`reset_rate`).
     pub resets_rate_limited: u64,
 }
+
+/// Traffic of every connection of an endpoint, the closed ones included:
+/// the sums of their [`Stats`](crate::Stats) counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrafficTotals {
+    /// Datagrams sent by connections (handshakes, data, ACKs, FINs).
+    pub packets_sent: u64,
+    /// Datagrams received by connections.
+    pub packets_received: u64,
+    /// Payload bytes sent, retransmissions included.
+    pub bytes_sent: u64,
+    /// Payload bytes received, duplicates included.
+    pub bytes_received: u64,
+    /// Packets sent again.
+    pub retransmits: u64,
+    /// Retransmission timeouts.
+    pub timeouts: u64,
+}
+
+impl TrafficTotals {
+    pub(crate) fn add(&mut self, s: &crate::Stats) {
+        self.packets_sent += s.packets_sent;
+        self.packets_received += s.packets_received;
+        self.bytes_sent += s.bytes_sent;
+        self.bytes_received += s.bytes_received;
+        self.retransmits += s.retransmits;
+        self.timeouts += s.timeouts;
+    }
+}
+
+/// The connections an endpoint holds, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionCounts {
+    /// Dials waiting for their SYN-ACK, and accepted connections whose
+    /// initiator has not confirmed the handshake.
+    pub handshaking: usize,
+    /// Connected, including half-closed ones.
+    pub open: usize,
+    /// Closed (finished, reset or timed out) and lingering until the
+    /// application lets go and the last packets are answered.
+    pub draining: usize,
+}
