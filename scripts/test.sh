@@ -24,4 +24,7 @@ UTP_INTEROP_CONGESTION=ledbat++ cargo test -p utp-interop --locked
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
+step "cargo package (the publishable crates build from their packages)"
+cargo package -p utp-proto -p libp2p-utp -p utp-ext --locked --allow-dirty
+
 step "all checks passed"
