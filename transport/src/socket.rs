@@ -128,6 +128,12 @@ impl UtpSocket {
         &self.handle.shared
     }
 
+    /// Whether the socket's background task still runs (it stops with its
+    /// tokio runtime).
+    pub(crate) fn is_running(&self) -> bool {
+        self.shared().inner.lock().stopped.is_none()
+    }
+
     /// The address the socket is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.shared().local_addr)

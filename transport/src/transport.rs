@@ -40,8 +40,9 @@
 //! - Dialing with [`PortUse::Reuse`] (libp2p's default) sends from a
 //!   listening socket of the same address family, so the peer sees the
 //!   advertised port and NAT mappings match it; without a usable listener,
-//!   and with [`PortUse::New`], a dial binds a socket of its own (which
-//!   accepts nothing).
+//!   and with [`PortUse::New`], dials share one socket per address family
+//!   (bound on the first such dial, accepting nothing), as libp2p-quic
+//!   does: 200 dials cost one socket, and peers see one NAT mapping.
 //! - A dial with `role = Listener` (DCUtR hole punching) does not dial:
 //!   uTP has no simultaneous open. It sends punch datagrams from a listening
 //!   socket to the peer and returns the peer's incoming connection (the peer
@@ -278,6 +279,10 @@ pub struct Transport {
     config: Config,
     listeners: SelectAll<Listener>,
     punches: Arc<HolePunches>,
+    /// The sockets dials use when no listener's socket serves: one per
+    /// address family ([IPv4, IPv6]), bound on the first such dial (so
+    /// peers see one NAT mapping, and 200 dials cost one socket).
+    dialers: Arc<std::sync::Mutex<[Option<UtpSocket>; 2]>>,
     /// The task polling the transport, woken when a listener is added.
     waker: Option<Waker>,
 }
@@ -318,6 +323,7 @@ impl Transport {
             config,
             listeners: SelectAll::new(),
             punches: Arc::new(HolePunches::default()),
+            dialers: Arc::default(),
             waker: None,
         }
     }
@@ -334,7 +340,18 @@ impl Transport {
     }
 
     /// A socket of `remote`'s family for one dial; it accepts nothing.
-    fn bind_for_dial(remote: SocketAddr, config: crate::Config) -> io::Result<UtpSocket> {
+    /// The dialer socket of `remote`'s address family, bound (accepting
+    /// nothing) on first use, and again if its runtime went away.
+    fn dialer_for(
+        dialers: &std::sync::Mutex<[Option<UtpSocket>; 2]>,
+        remote: SocketAddr,
+        config: crate::Config,
+    ) -> io::Result<UtpSocket> {
+        let mut dialers = dialers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let slot = &mut dialers[usize::from(remote.is_ipv6())];
+        if let Some(socket) = slot.as_ref().filter(|s| s.is_running()) {
+            return Ok(socket.clone());
+        }
         let local = if remote.is_ipv4() {
             SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0)
         } else {
@@ -342,6 +359,8 @@ impl Transport {
         };
         let socket = UtpSocket::from_std(bind(local)?, config)?;
         socket.close();
+        debug!(local = ?socket.local_addr().ok(), "dialer socket bound");
+        *slot = Some(socket.clone());
         Ok(socket)
     }
 }
@@ -432,10 +451,11 @@ impl libp2p_core::Transport for Transport {
         // upgrade's first flight (multistream-select and noise's first
         // message) rides on the SYN, a round trip earlier.
         let early = config.transport().extensions.contains(crate::ExtFlags::SYN_DATA);
+        let dialers = self.dialers.clone();
         Ok(async move {
             let socket = match reused {
                 Some(socket) => socket,
-                None => Transport::bind_for_dial(remote, config)?,
+                None => Transport::dialer_for(&dialers, remote, config)?,
             };
             if early {
                 Ok(socket.connect_early(remote)?)

@@ -430,3 +430,39 @@ async fn dial_as_listener_punches_and_times_out() {
     };
     bounded(20, "dial as listener timeout", test).await;
 }
+
+/// Without a listener, dials share one socket per address family: ten
+/// dials to three peers come from one local port (one NAT mapping), and
+/// `PortUse::New` uses that socket too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_without_a_listener_share_one_socket_per_family() {
+    init_tracing();
+    let test = async {
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let mut t = transport();
+            let (_, addr) = listen(&mut t, "/ip4/127.0.0.1/udp/0/utp").await;
+            servers.push((t, addr));
+        }
+        let mut client = transport();
+        let mut ports = std::collections::HashSet::new();
+        let mut streams = Vec::new();
+        for i in 0..10 {
+            let (server, addr) = &mut servers[i % 3];
+            let opts = if i % 2 == 0 { DIAL } else { DIAL_NEW };
+            let dialed = client.dial(addr.clone(), opts).unwrap().await.expect("dial");
+            let (_, _, send_back) = incoming(server).await;
+            assert_eq!(socket_addr(&send_back).port(), dialed.local_addr().port());
+            ports.insert(dialed.local_addr().port());
+            streams.push(dialed);
+        }
+        assert_eq!(ports.len(), 1, "one dialer socket for IPv4: {ports:?}");
+        // IPv6 gets a socket of its own.
+        let mut v6 = transport();
+        let (_, addr6) = listen(&mut v6, "/ip6/::1/udp/0/utp").await;
+        let dialed = client.dial(addr6, DIAL).unwrap().await.expect("dial over IPv6");
+        incoming(&mut v6).await;
+        assert!(dialed.local_addr().is_ipv6());
+    };
+    bounded(30, "shared dialer sockets", test).await;
+}
