@@ -450,7 +450,8 @@ impl fmt::Debug for UtpStream {
 /// # async fn demo(stream: libp2p_utp::UtpStream) {
 /// let abort = stream.abort_handle();
 /// tokio::spawn(async move {
-///     let _ = tokio::signal::ctrl_c().await;
+///     // A deadline (or a Ctrl-C handler, as utpcat has).
+///     tokio::time::sleep(std::time::Duration::from_secs(30)).await;
 ///     abort.reset(); // the peer sees a RESET, not a clean end
 /// });
 /// # }

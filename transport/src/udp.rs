@@ -178,35 +178,62 @@ pub(crate) struct RecvBatch {
 const RECV_SLOT: usize = MAX_DATAGRAM;
 
 impl RecvBatch {
-    pub(crate) fn new(io: &Io) -> Self {
-        let len = match io {
-            Io::Batched(_) => quinn_udp::BATCH_SIZE * RECV_SLOT,
-            Io::Plain => BATCH * 2048 + MAX_DATAGRAM,
-        };
+    /// Starts with room for one receive slot (64 KiB): a socket that sees
+    /// little traffic (a dialer, an idle listener) never holds the full
+    /// batch. The buffer grows to its full size the first time a receive
+    /// fills it (see [`RecvBatch::full_len`]).
+    pub(crate) fn new(_io: &Io) -> Self {
         RecvBatch {
-            buf: vec![0u8; len].into_boxed_slice(),
-            datagrams: Vec::with_capacity(BATCH),
+            buf: vec![0u8; MAX_DATAGRAM.max(RECV_SLOT)].into_boxed_slice(),
+            datagrams: Vec::new(),
             meta: vec![quinn_udp::RecvMeta::default(); quinn_udp::BATCH_SIZE],
         }
+    }
+
+    /// The buffer's size once grown.
+    fn full_len(io: &Io) -> usize {
+        match io {
+            Io::Batched(_) => quinn_udp::BATCH_SIZE * RECV_SLOT,
+            Io::Plain => BATCH * 2048 + MAX_DATAGRAM,
+        }
+    }
+
+    /// Bytes held for receiving (for tests of the lazy growth).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.len()
     }
 
     /// Receives what the socket holds without waiting: a batch of datagrams
     /// at most; returns `true` if the batch filled up (more may wait).
     pub(crate) fn recv(&mut self, socket: &UdpSocket, io: &Io) -> bool {
         self.datagrams.clear();
-        match io {
+        let full = match io {
             Io::Batched(state) => self.recv_batched(socket, state),
             Io::Plain => self.recv_plain(socket),
+        };
+        let full_len = Self::full_len(io);
+        if full && self.buf.len() < full_len {
+            // Traffic: grow once. The datagrams received stay readable
+            // until the next call, so copy them over.
+            let mut grown = vec![0u8; full_len].into_boxed_slice();
+            grown[..self.buf.len()].copy_from_slice(&self.buf);
+            self.buf = grown;
         }
+        full
     }
 
     fn recv_batched(&mut self, socket: &UdpSocket, state: &quinn_udp::UdpSocketState) -> bool {
+        // Only whole slots: an empty buffer would take a datagram and
+        // truncate it to nothing.
+        let slots = (self.buf.len() / RECV_SLOT).clamp(1, quinn_udp::BATCH_SIZE);
         let mut chunks = self.buf.chunks_mut(RECV_SLOT);
         let mut iov: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
-        let meta = &mut self.meta;
+        let meta = &mut self.meta[..slots];
         let n = loop {
-            match socket.try_io(Interest::READABLE, || state.recv(socket.into(), &mut iov, meta)) {
+            let iov = &mut iov[..slots];
+            match socket.try_io(Interest::READABLE, || state.recv(socket.into(), iov, meta)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -229,7 +256,7 @@ impl RecvBatch {
                 self.datagrams.push((m.addr, base, base));
             }
         }
-        n == quinn_udp::BATCH_SIZE
+        n == slots
     }
 
     fn recv_plain(&mut self, socket: &UdpSocket) -> bool {
@@ -276,20 +303,34 @@ pub(crate) struct SendBatch {
     /// Probes the kernel refused with EMSGSIZE: (destination, size), for
     /// the engine.
     too_big: Vec<(SocketAddr, usize)>,
+    /// The last fill ran out of room: grow before the next one.
+    grow: bool,
 }
 
 impl SendBatch {
-    /// A batch for datagrams of at most `slot` bytes: `BATCH` datagrams of
-    /// up to 2 KiB, or at least 8 of the largest size.
+    /// A batch for datagrams of at most `slot` bytes. It starts with room
+    /// for two of them and grows, the first time the engine has more to
+    /// send than fits, to `BATCH` datagrams of up to 2 KiB or at least 8 of
+    /// the largest size: an idle or dial-only socket keeps little memory.
     pub(crate) fn new(slot: usize) -> Self {
-        let len = (BATCH * slot.min(2048)).max(8 * slot);
         SendBatch {
-            buf: vec![0u8; len].into_boxed_slice(),
+            buf: vec![0u8; 2 * slot].into_boxed_slice(),
             slot,
-            datagrams: Vec::with_capacity(BATCH),
+            datagrams: Vec::new(),
             sent: 0,
             too_big: Vec::new(),
+            grow: false,
         }
+    }
+
+    fn full_len(&self) -> usize {
+        (BATCH * self.slot.min(2048)).max(8 * self.slot)
+    }
+
+    /// Bytes held for sending (for tests of the lazy growth).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.len()
     }
 
     /// Takes the probes refused with EMSGSIZE since the last call.
@@ -312,6 +353,10 @@ impl SendBatch {
         debug_assert!(self.is_empty());
         self.datagrams.clear();
         self.sent = 0;
+        if self.grow {
+            self.grow = false;
+            self.buf = vec![0u8; self.full_len()].into_boxed_slice();
+        }
         let mut used = 0;
         while self.datagrams.len() < BATCH && used + self.slot <= self.buf.len() {
             match poll(&mut self.buf[used..used + self.slot]) {
@@ -322,6 +367,7 @@ impl SendBatch {
                 None => return false,
             }
         }
+        self.grow = self.buf.len() < self.full_len() && self.datagrams.len() < BATCH;
         true
     }
 
@@ -403,5 +449,62 @@ fn is_emsgsize(e: &io::Error) -> bool {
     {
         let _ = e;
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A send batch starts small and grows once the engine has more to send
+    /// than fits.
+    #[test]
+    fn send_batch_grows_on_demand() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut batch = SendBatch::new(65_535);
+        assert_eq!(batch.capacity(), 2 * 65_535);
+        // Two datagrams of 1500 bytes: room enough, no growth.
+        let mut left = 2;
+        assert!(!batch.fill(|_| (left > 0).then(|| {
+            left -= 1;
+            (to, 1500, false)
+        })));
+        batch.sent = batch.datagrams.len();
+        assert!(!batch.grow);
+        // An endless supply of large datagrams: the batch fills, then grows.
+        assert!(batch.fill(|_| Some((to, 65_000, false))));
+        assert_eq!(batch.datagrams.len(), 2);
+        batch.sent = batch.datagrams.len();
+        assert!(batch.fill(|_| Some((to, 65_000, false))));
+        assert_eq!(batch.capacity(), 8 * 65_535);
+        assert_eq!(batch.datagrams.len(), 8);
+    }
+
+    /// A receive batch starts with one slot and grows when a receive fills
+    /// it; no datagram is lost on the way.
+    #[tokio::test]
+    async fn recv_batch_grows_on_demand() {
+        for batched in [true, false] {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let io = Io::new(&socket, batched);
+            let mut rx = RecvBatch::new(&io);
+            let small = rx.capacity();
+            assert!(small <= 2 * MAX_DATAGRAM, "{small}");
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            for i in 0..20u8 {
+                sender.send_to(&[i; 100], socket.local_addr().unwrap()).unwrap();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let mut got = Vec::new();
+            for _ in 0..40 {
+                rx.recv(&socket, &io);
+                got.extend(rx.iter().map(|(_, d)| d[0]));
+                if got.len() == 20 {
+                    break;
+                }
+            }
+            assert_eq!(got, (0..20).collect::<Vec<u8>>(), "batched {batched}");
+            assert!(rx.capacity() > small, "grew under traffic (batched {batched})");
+        }
     }
 }
