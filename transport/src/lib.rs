@@ -74,6 +74,8 @@
 
 mod config;
 mod driver;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod shared;
 mod socket;
 mod stream;

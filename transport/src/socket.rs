@@ -443,13 +443,13 @@ impl UtpSocket {
     /// ```
     #[must_use]
     pub fn socket_stats(&self) -> SocketStats {
-        let inner = self.shared().inner.lock();
-        SocketStats {
-            traffic: inner.endpoint.traffic(),
-            connections: inner.endpoint.connection_counts(),
-            endpoint: inner.endpoint.stats().clone(),
-            non_utp_dropped: inner.non_utp_dropped,
-        }
+        socket_stats_of(self.shared())
+    }
+
+    /// The socket's state without keeping the socket open (metrics).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {
+        Arc::downgrade(self.shared())
     }
 
     /// Waits for the next datagram that is not uTP; returns its bytes and
@@ -576,6 +576,16 @@ impl futures_core::Stream for IncomingStreams {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+pub(crate) fn socket_stats_of(shared: &Shared) -> SocketStats {
+    let inner = shared.inner.lock();
+    SocketStats {
+        traffic: inner.endpoint.traffic(),
+        connections: inner.endpoint.connection_counts(),
+        endpoint: inner.endpoint.stats().clone(),
+        non_utp_dropped: inner.non_utp_dropped,
     }
 }
 
