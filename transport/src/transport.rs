@@ -328,6 +328,24 @@ impl Transport {
         }
     }
 
+    /// The counters of every socket the transport uses, listening and
+    /// dialing: (local address, [`SocketStats`](crate::SocketStats)). The
+    /// uTP view of a libp2p connection, which noise and yamux hide from
+    /// the stream, is here (and per socket with the `metrics` feature).
+    ///
+    /// ```
+    /// let transport = libp2p_utp::Transport::default();
+    /// assert!(transport.socket_stats().is_empty(), "nothing bound yet");
+    /// ```
+    #[must_use]
+    pub fn socket_stats(&self) -> Vec<(SocketAddr, crate::SocketStats)> {
+        let mut sockets: Vec<UtpSocket> = self.listeners.iter().map(|l| l.socket.clone()).collect();
+        let dialers = self.dialers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sockets.extend(dialers.iter().flatten().cloned());
+        drop(dialers);
+        sockets.iter().filter_map(|s| Some((s.local_addr().ok()?, s.socket_stats()))).collect()
+    }
+
     /// A listener that can send to `remote`, if any; the same one for the
     /// same remote while the listeners do not change.
     fn listener_for(&self, remote: SocketAddr) -> Option<&Listener> {

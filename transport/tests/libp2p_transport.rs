@@ -466,3 +466,27 @@ async fn dials_without_a_listener_share_one_socket_per_family() {
     };
     bounded(30, "shared dialer sockets", test).await;
 }
+
+/// The Transport's sockets and their counters: the listener's and the
+/// dialer socket's, with the traffic of a connection on each side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_stats_cover_listeners_and_dialers() {
+    init_tracing();
+    let test = async {
+        let mut server = transport();
+        let (_, addr) = listen(&mut server, "/ip4/127.0.0.1/udp/0/utp").await;
+        let mut client = transport();
+        let mut dialed = client.dial(addr.clone(), DIAL).unwrap().await.expect("dial");
+        let (mut accepted, ..) = incoming(&mut server).await;
+        exchange(&mut dialed, &mut accepted, b"counted").await;
+        let server_stats = server.socket_stats();
+        let client_stats = client.socket_stats();
+        assert_eq!(server_stats.len(), 1);
+        assert_eq!(server_stats[0].0, socket_addr(&addr));
+        assert_eq!(client_stats.len(), 1, "one dialer socket");
+        assert_eq!(client_stats[0].1.connections.open, 1);
+        assert!(client_stats[0].1.traffic.bytes_sent >= 7);
+        assert!(server_stats[0].1.traffic.bytes_received >= 7);
+    };
+    bounded(20, "transport socket stats", test).await;
+}
