@@ -322,6 +322,10 @@ pub struct Connection {
     /// `connect_timeout` from here, however often its SYN comes again.
     created: Instant,
     stats: Stats,
+    /// `utp_conn{remote, id, side}`: the endpoint enters it around the
+    /// connection's work, so every log line of a connection (accepted ones
+    /// too) says which one it is.
+    span: tracing::Span,
 }
 
 impl Connection {
@@ -485,6 +489,7 @@ impl Connection {
             last_send: now,
             last_recv: now,
             created: now,
+            span: tracing::debug_span!("utp_conn", %remote, id = recv_id, side = ?side),
             stats: Stats::default(),
             config,
         }
@@ -516,6 +521,12 @@ impl Connection {
     #[must_use]
     pub fn send_id(&self) -> u16 {
         self.send_id
+    }
+
+    /// The connection's tracing span (`utp_conn{remote, id, side}`).
+    #[must_use]
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// `true` once the handshake has completed on this side.

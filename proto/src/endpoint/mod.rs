@@ -654,6 +654,8 @@ impl Endpoint {
         match index {
             Some(i) => {
                 let Some(Some(slot)) = self.slots.get_mut(i) else { return DatagramEvent::Dropped };
+                let span = slot.conn.span().clone();
+                let _in_conn = span.enter();
                 let verdict = slot.conn.handle_packet(now, &repr, data.len());
                 if !self.count(verdict) {
                     // Changed nothing: no need to poll the connection.
@@ -717,6 +719,8 @@ impl Endpoint {
                 return DatagramEvent::Dropped;
             }
             // A retransmitted SYN: the connection answers it again.
+            let span = slot.conn.span().clone();
+            let _in_conn = span.enter();
             let verdict = slot.conn.handle_packet(now, syn, data.len());
             if verdict == PacketVerdict::Accepted {
                 self.touch(i);
@@ -819,6 +823,8 @@ impl Endpoint {
             if buf.len() < HEADER_LEN {
                 return None;
             }
+            let span = slot.conn.span().clone();
+            let _in_conn = span.enter();
             let sent = slot.conn.poll_transmit(now, buf);
             let destination = slot.conn.remote();
             let dont_fragment = slot.conn.dont_fragment();
@@ -939,6 +945,8 @@ impl Endpoint {
                 continue;
             }
             slot.timeout = None;
+            let span = slot.conn.span().clone();
+            let _in_conn = span.enter();
             slot.conn.handle_timeout(now);
             self.touch(index);
         }
