@@ -70,9 +70,14 @@ struct Cli {
     #[arg(long, default_value_t = 10, global = true, value_name = "SECS")]
     connect_timeout: u64,
 
-    /// HOST PORT (or HOST:PORT) to connect to; with -l, [HOST] PORT to
-    /// listen on (HOST defaults to every address, 0.0.0.0).
-    #[arg(value_name = "HOST PORT", num_args = 0..=2)]
+    // (A help attribute, not a doc comment: rustdoc would take `[HOST]`
+    // for a link.)
+    #[arg(
+        value_name = "HOST PORT",
+        num_args = 0..=2,
+        help = "HOST PORT (or HOST:PORT) to connect to; with -l, [HOST] PORT to listen on \
+                (HOST defaults to every address, 0.0.0.0)"
+    )]
     target: Vec<String>,
 
     #[command(subcommand)]
