@@ -102,10 +102,12 @@ impl Driver {
                 }
                 if self.tx.is_empty() {
                     let endpoint = &mut inner.endpoint;
+                    let reply_from = &inner.reply_from;
                     tx_more = self.tx.fill(|buf| {
-                        endpoint
-                            .poll_transmit(now, buf)
-                            .map(|t| (t.destination, t.size, t.dont_fragment))
+                        endpoint.poll_transmit(now, buf).map(|t| {
+                            let src = reply_from.get(&t.destination).map(|&(ip, _)| ip);
+                            (t.destination, t.size, t.dont_fragment, src)
+                        })
                     });
                 }
                 while let Some((handle, event)) = inner.endpoint.poll_event() {
@@ -153,7 +155,7 @@ impl Driver {
     /// Feeds the received batch to the engine.
     fn handle_datagrams(&mut self, inner: &mut Inner, now: Instant) {
         let config = &self.shared.config;
-        for (from, data) in self.rx.iter() {
+        for (from, dst, data) in self.rx.iter() {
             match inner.endpoint.handle_datagram(now, from, data) {
                 DatagramEvent::Connection(handle) => {
                     inner.on_datagram(handle, config.accept_backlog, &mut self.wakers);
@@ -181,6 +183,10 @@ impl Driver {
                     match inner.endpoint.accept(now, incoming) {
                         Ok(handle) => {
                             debug!(remote = %from, ?handle, "accepted SYN");
+                            if let Some(ip) = dst.filter(|_| shared_is_wildcard(&self.shared)) {
+                                inner.local_ips.insert(handle, ip);
+                                inner.reply_from.entry(from).or_insert((ip, 0)).1 += 1;
+                            }
                             inner.on_accepted(handle, config.accept_backlog, &mut self.wakers);
                         }
                         Err(e) => debug!(remote = %from, error = %e, "could not accept"),
@@ -197,4 +203,10 @@ impl Driver {
             }
         }
     }
+}
+
+/// A socket bound to the unspecified address: its connections' local
+/// address is the destination their peer used.
+fn shared_is_wildcard(shared: &Shared) -> bool {
+    shared.local_addr.ip().is_unspecified()
 }

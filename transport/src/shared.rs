@@ -123,6 +123,15 @@ pub(crate) struct Inner {
     conns: Vec<Option<ConnWakers>>,
     /// Connections accepted by the driver, waiting for `accept()`.
     pub(crate) accept_queue: VecDeque<ConnectionHandle>,
+    /// On a wildcard socket, the address each accepted connection was
+    /// reached at (the destination of its SYN), until it is released.
+    pub(crate) local_ips: std::collections::HashMap<ConnectionHandle, std::net::IpAddr>,
+    /// On a wildcard socket, the source address for datagrams to a peer
+    /// (the address it reached), so that replies leave from it and the
+    /// peer recognises them; with the number of its connections holding
+    /// the entry, removed when the last is released (its closing packets
+    /// after that leave from the default address).
+    pub(crate) reply_from: std::collections::HashMap<SocketAddr, (std::net::IpAddr, usize)>,
     /// Connections accepted by the driver whose initiator has not yet
     /// confirmed the handshake: they join `accept_queue` once it does (a
     /// spoofed SYN never reaches the application), and are let go if the
@@ -149,6 +158,8 @@ impl Inner {
             endpoint,
             conns: Vec::new(),
             accept_queue: VecDeque::new(),
+            local_ips: std::collections::HashMap::new(),
+            reply_from: std::collections::HashMap::new(),
             handshaking: HashSet::new(),
             accept_wakers: WakerSet::default(),
             listening: true,
@@ -180,6 +191,17 @@ impl Inner {
     pub(crate) fn release(&mut self, handle: ConnectionHandle) {
         if let Some(slot) = self.conns.get_mut(handle.0) {
             *slot = None;
+        }
+        if self.local_ips.remove(&handle).is_some() {
+            let remote = self.endpoint.connection(handle).map(|c| c.remote());
+            if let Some(remote) = remote {
+                if let Some(entry) = self.reply_from.get_mut(&remote) {
+                    entry.1 = entry.1.saturating_sub(1);
+                    if entry.1 == 0 {
+                        self.reply_from.remove(&remote);
+                    }
+                }
+            }
         }
         if let Some(conn) = self.endpoint.connection_mut(handle) {
             if !conn.is_connected() && !conn.is_closed() {

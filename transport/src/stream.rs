@@ -362,7 +362,12 @@ impl StreamShared {
     }
 
     fn local_addr(&self) -> SocketAddr {
-        self.shared.local_addr
+        let local = self.shared.local_addr;
+        if !local.ip().is_unspecified() {
+            return local;
+        }
+        let inner = self.shared.inner.lock();
+        inner.local_ips.get(&self.handle).map_or(local, |&ip| SocketAddr::new(ip, local.port()))
     }
 }
 
@@ -499,7 +504,9 @@ impl UtpStream {
         self.inner.peer
     }
 
-    /// The local address (that of the socket).
+    /// The local address: the socket's, or, on a socket bound to a
+    /// wildcard address, the address the peer reached for an accepted
+    /// connection (the destination of its SYN; with batched I/O).
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr()
@@ -586,7 +593,9 @@ impl OwnedReadHalf {
         self.inner.peer
     }
 
-    /// The local address (that of the socket).
+    /// The local address: the socket's, or, on a socket bound to a
+    /// wildcard address, the address the peer reached for an accepted
+    /// connection (the destination of its SYN; with batched I/O).
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr()
@@ -641,7 +650,9 @@ impl OwnedWriteHalf {
         self.inner.peer
     }
 
-    /// The local address (that of the socket).
+    /// The local address: the socket's, or, on a socket bound to a
+    /// wildcard address, the address the peer reached for an accepted
+    /// connection (the destination of its SYN; with batched I/O).
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr()

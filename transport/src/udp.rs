@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io::{self, IoSliceMut};
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket as StdUdpSocket};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
@@ -168,8 +168,10 @@ impl Io {
 #[derive(Debug)]
 pub(crate) struct RecvBatch {
     buf: Box<[u8]>,
-    /// (source, start, end) of each datagram in `buf`.
-    datagrams: Vec<(SocketAddr, usize, usize)>,
+    /// (source, destination IP if known, start, end) of each datagram in
+    /// `buf`. The destination (IP_PKTINFO, batched I/O only) tells which
+    /// address a wildcard socket was reached at.
+    datagrams: Vec<(SocketAddr, Option<IpAddr>, usize, usize)>,
     meta: Vec<quinn_udp::RecvMeta>,
 }
 
@@ -249,11 +251,11 @@ impl RecvBatch {
             let mut start = 0;
             while start < m.len {
                 let end = (start + stride).min(m.len);
-                self.datagrams.push((m.addr, base + start, base + end));
+                self.datagrams.push((m.addr, m.dst_ip, base + start, base + end));
                 start = end;
             }
             if m.len == 0 {
-                self.datagrams.push((m.addr, base, base));
+                self.datagrams.push((m.addr, m.dst_ip, base, base));
             }
         }
         n == slots
@@ -264,7 +266,7 @@ impl RecvBatch {
         while self.datagrams.len() < BATCH && self.buf.len() - used >= MAX_DATAGRAM {
             match socket.try_recv_from(&mut self.buf[used..]) {
                 Ok((n, from)) => {
-                    self.datagrams.push((from, used, used + n));
+                    self.datagrams.push((from, None, used, used + n));
                     used += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
@@ -281,8 +283,8 @@ impl RecvBatch {
     }
 
     /// The datagrams received by the last [`RecvBatch::recv`].
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> + '_ {
-        self.datagrams.iter().map(|&(from, start, end)| (from, &self.buf[start..end]))
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])> + '_ {
+        self.datagrams.iter().map(|&(from, dst, start, end)| (from, dst, &self.buf[start..end]))
     }
 }
 
@@ -296,8 +298,10 @@ const MAX_GSO_BYTES: usize = 65_000;
 pub(crate) struct SendBatch {
     buf: Box<[u8]>,
     slot: usize,
-    /// (destination, start, length, don't-fragment) of each datagram.
-    datagrams: Vec<(SocketAddr, usize, usize, bool)>,
+    /// (destination, start, length, don't-fragment, source IP) of each
+    /// datagram; the source is set for replies from a wildcard socket, so
+    /// that they leave from the address the peer reached.
+    datagrams: Vec<(SocketAddr, usize, usize, bool, Option<IpAddr>)>,
     /// Datagrams already sent.
     sent: usize,
     /// Probes the kernel refused with EMSGSIZE: (destination, size), for
@@ -348,7 +352,7 @@ impl SendBatch {
     /// the batch filled up (more may be waiting).
     pub(crate) fn fill(
         &mut self,
-        mut poll: impl FnMut(&mut [u8]) -> Option<(SocketAddr, usize, bool)>,
+        mut poll: impl FnMut(&mut [u8]) -> Option<(SocketAddr, usize, bool, Option<IpAddr>)>,
     ) -> bool {
         debug_assert!(self.is_empty());
         self.datagrams.clear();
@@ -360,8 +364,8 @@ impl SendBatch {
         let mut used = 0;
         while self.datagrams.len() < BATCH && used + self.slot <= self.buf.len() {
             match poll(&mut self.buf[used..used + self.slot]) {
-                Some((to, len, dont_fragment)) => {
-                    self.datagrams.push((to, used, len, dont_fragment));
+                Some((to, len, dont_fragment, src)) => {
+                    self.datagrams.push((to, used, len, dont_fragment, src));
                     used += len;
                 }
                 None => return false,
@@ -376,13 +380,13 @@ impl SendBatch {
     pub(crate) fn send(&mut self, socket: &UdpSocket, io: &Io) -> bool {
         let max_segments = io.max_segments();
         while self.sent < self.datagrams.len() {
-            let (to, start, size, dont_fragment) = self.datagrams[self.sent];
+            let (to, start, size, dont_fragment, src) = self.datagrams[self.sent];
             // A run of datagrams to the same peer, all of `size` bytes but
             // the last, which may be shorter. A probe goes alone.
             let mut end = self.sent + 1;
             let mut bytes = size;
             while !dont_fragment && end < self.datagrams.len() && end - self.sent < max_segments {
-                let (next_to, _, next_size, next_df) = self.datagrams[end];
+                let (next_to, _, next_size, next_df, _) = self.datagrams[end];
                 if next_df || next_to != to || next_size > size || bytes + next_size > MAX_GSO_BYTES
                 {
                     break;
@@ -406,7 +410,7 @@ impl SendBatch {
                         ecn: None,
                         contents,
                         segment_size: (end - self.sent > 1).then_some(size),
-                        src_ip: None,
+                        src_ip: src,
                     };
                     socket.try_io(Interest::WRITABLE, || state.send(socket.into(), &transmit))
                 }
@@ -467,15 +471,15 @@ mod tests {
         let mut left = 2;
         assert!(!batch.fill(|_| (left > 0).then(|| {
             left -= 1;
-            (to, 1500, false)
+            (to, 1500, false, None)
         })));
         batch.sent = batch.datagrams.len();
         assert!(!batch.grow);
         // An endless supply of large datagrams: the batch fills, then grows.
-        assert!(batch.fill(|_| Some((to, 65_000, false))));
+        assert!(batch.fill(|_| Some((to, 65_000, false, None))));
         assert_eq!(batch.datagrams.len(), 2);
         batch.sent = batch.datagrams.len();
-        assert!(batch.fill(|_| Some((to, 65_000, false))));
+        assert!(batch.fill(|_| Some((to, 65_000, false, None))));
         assert_eq!(batch.capacity(), 8 * 65_535);
         assert_eq!(batch.datagrams.len(), 8);
     }
@@ -498,7 +502,7 @@ mod tests {
             let mut got = Vec::new();
             for _ in 0..40 {
                 rx.recv(&socket, &io);
-                got.extend(rx.iter().map(|(_, d)| d[0]));
+                got.extend(rx.iter().map(|(_, _, d)| d[0]));
                 if got.len() == 20 {
                     break;
                 }

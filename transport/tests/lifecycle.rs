@@ -656,3 +656,23 @@ async fn socket_stats_count_every_connection_closed_or_not() {
     };
     bounded(60, "socket stats", test).await;
 }
+
+/// A socket bound to 0.0.0.0 reports, for an accepted connection, the
+/// address the peer reached (the SYN's destination), not 0.0.0.0 and not a
+/// guess: a dial from 127.0.0.1 to 127.0.0.2 is local at 127.0.0.2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wildcard_socket_knows_where_it_was_reached() {
+    init_tracing();
+    let server = UtpSocket::bind_with_config("0.0.0.0:0", test_config()).await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    let client = socket(test_config()).await;
+    let test = async move {
+        let target: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+        let s = client.connect(target).await.expect("connect");
+        let accepted = server.accept().await.unwrap();
+        assert_eq!(accepted.local_addr(), target, "the SYN's destination");
+        assert_eq!(accepted.peer_addr(), s.local_addr());
+        assert!(server.local_addr().unwrap().ip().is_unspecified());
+    };
+    bounded(10, "wildcard local address", test).await;
+}

@@ -187,10 +187,18 @@ impl Stream for Listener {
             match this.socket.poll_accept_matching(cx, |remote| !punches.is_awaited(remote)) {
                 Poll::Ready(Ok(stream)) => {
                     let remote = stream.peer_addr();
+                    // The address the peer reached (known on a wildcard
+                    // socket with batched I/O), else the best guess.
+                    let local = stream.local_addr();
+                    let local = if local.ip().is_unspecified() {
+                        this.local_addr_for(remote)
+                    } else {
+                        local
+                    };
                     return Poll::Ready(Some(TransportEvent::Incoming {
                         listener_id: this.id,
                         upgrade: std::future::ready(Ok(stream)),
-                        local_addr: to_multiaddr(this.local_addr_for(remote)),
+                        local_addr: to_multiaddr(local),
                         send_back_addr: to_multiaddr(remote),
                     }));
                 }
