@@ -446,6 +446,17 @@ impl UtpSocket {
         socket_stats_of(self.shared())
     }
 
+    /// The counters of the connections with `remote` on this socket (the
+    /// uTP view of a connection that something else owns, such as a libp2p
+    /// connection behind noise and yamux; see also
+    /// `Transport::connection_stats`).
+    #[must_use]
+    pub fn stats_for(&self, remote: SocketAddr) -> Vec<utp_proto::Stats> {
+        let remote = self.dialable(remote).unwrap_or(remote);
+        let inner = self.shared().inner.lock();
+        inner.endpoint.connections_to(remote).map(|c| c.stats()).collect()
+    }
+
     /// The socket's state without keeping the socket open (metrics).
     #[cfg(feature = "metrics")]
     pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared> {

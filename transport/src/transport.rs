@@ -346,6 +346,27 @@ impl Transport {
         sockets.iter().filter_map(|s| Some((s.local_addr().ok()?, s.socket_stats()))).collect()
     }
 
+    /// The uTP counters of the connections with the peer at `remote` (a
+    /// `/ip4|ip6/../udp/../utp` address: a libp2p connection's
+    /// `send_back_addr` or dialed `address`), on any socket of the
+    /// transport: RTT, retransmissions, windows, bytes, which noise and
+    /// yamux hide from the libp2p connection.
+    ///
+    /// ```
+    /// let transport = libp2p_utp::Transport::default();
+    /// let peer = "/ip4/127.0.0.1/udp/4001/utp".parse().unwrap();
+    /// assert!(transport.connection_stats(&peer).is_empty());
+    /// ```
+    #[must_use]
+    pub fn connection_stats(&self, remote: &Multiaddr) -> Vec<crate::Stats> {
+        let Some(remote) = addr::to_socket_addr(remote) else { return Vec::new() };
+        let mut sockets: Vec<UtpSocket> = self.listeners.iter().map(|l| l.socket.clone()).collect();
+        let dialers = self.dialers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sockets.extend(dialers.iter().flatten().cloned());
+        drop(dialers);
+        sockets.iter().flat_map(|s| s.stats_for(remote)).collect()
+    }
+
     /// A listener that can send to `remote`, if any; the same one for the
     /// same remote while the listeners do not change.
     fn listener_for(&self, remote: SocketAddr) -> Option<&Listener> {

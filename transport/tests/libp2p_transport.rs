@@ -490,3 +490,28 @@ async fn socket_stats_cover_listeners_and_dialers() {
     };
     bounded(20, "transport socket stats", test).await;
 }
+
+/// The uTP view of a connection someone else owns (in a swarm, behind
+/// noise and yamux), looked up by the peer's address on either side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_stats_by_peer_address() {
+    init_tracing();
+    let test = async {
+        let mut server = transport();
+        let (_, addr) = listen(&mut server, "/ip4/127.0.0.1/udp/0/utp").await;
+        let mut client = transport();
+        let mut dialed = client.dial(addr.clone(), DIAL).unwrap().await.expect("dial");
+        let (mut accepted, _, send_back) = incoming(&mut server).await;
+        exchange(&mut dialed, &mut accepted, &[9u8; 50_000]).await;
+        let on_client = client.connection_stats(&addr);
+        let on_server = server.connection_stats(&send_back);
+        assert_eq!(on_client.len(), 1, "{on_client:?}");
+        assert_eq!(on_server.len(), 1, "{on_server:?}");
+        assert!(on_client[0].bytes_sent >= 50_000);
+        assert!(on_server[0].bytes_received >= 50_000);
+        assert!(on_client[0].rtt.is_some());
+        let nobody: libp2p::Multiaddr = "/ip4/127.0.0.1/udp/9/utp".parse().unwrap();
+        assert!(client.connection_stats(&nobody).is_empty());
+    };
+    bounded(20, "connection stats", test).await;
+}

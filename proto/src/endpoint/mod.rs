@@ -270,6 +270,12 @@ impl Endpoint {
         &self.stats
     }
 
+    /// The connections with `remote` (several when it dialed more than
+    /// once, or both ways).
+    pub fn connections_to(&self, remote: SocketAddr) -> impl Iterator<Item = &Connection> + '_ {
+        self.slots.iter().flatten().map(|slot| &slot.conn).filter(move |c| c.remote() == remote)
+    }
+
     /// The traffic of every connection so far, closed ones included.
     #[must_use]
     pub fn traffic(&self) -> TrafficTotals {
