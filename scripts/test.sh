@@ -24,7 +24,12 @@ UTP_INTEROP_CONGESTION=ledbat++ cargo test -p utp-interop --locked
 step "cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
-step "cargo package (the publishable crates build from their packages)"
-cargo package -p utp-proto -p libp2p-utp -p utp-ext --locked --allow-dirty
+step "cargo package (the publishable crates package; utp-proto builds from its package)"
+# libp2p-utp and utp-ext are checked without the verify build: cargo would
+# verify them against utp-proto 0.1.0 from its temporary registry, and it
+# treats registry packages as immutable, so a build of an earlier 0.1.0
+# left in the target directory would be used instead of the new one.
+cargo package -p utp-proto --locked --allow-dirty
+cargo package -p utp-proto -p libp2p-utp -p utp-ext --locked --allow-dirty --no-verify
 
 step "all checks passed"
