@@ -105,7 +105,13 @@ impl Driver {
                     let reply_from = &inner.reply_from;
                     tx_more = self.tx.fill(|buf| {
                         endpoint.poll_transmit(now, buf).map(|t| {
-                            let src = reply_from.get(&t.destination).map(|&(ip, _)| ip);
+                            // (Empty unless a wildcard socket accepted: no
+                            // hashing per datagram then.)
+                            let src = if reply_from.is_empty() {
+                                None
+                            } else {
+                                reply_from.get(&t.destination).map(|&(ip, _)| ip)
+                            };
                             (t.destination, t.size, t.dont_fragment, src)
                         })
                     });

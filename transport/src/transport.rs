@@ -339,11 +339,10 @@ impl Transport {
     /// ```
     #[must_use]
     pub fn socket_stats(&self) -> Vec<(SocketAddr, crate::SocketStats)> {
-        let mut sockets: Vec<UtpSocket> = self.listeners.iter().map(|l| l.socket.clone()).collect();
-        let dialers = self.dialers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        sockets.extend(dialers.iter().flatten().cloned());
-        drop(dialers);
-        sockets.iter().filter_map(|s| Some((s.local_addr().ok()?, s.socket_stats()))).collect()
+        self.sockets()
+            .iter()
+            .filter_map(|s| Some((s.local_addr().ok()?, s.socket_stats())))
+            .collect()
     }
 
     /// The uTP counters of the connections with the peer at `remote` (a
@@ -360,11 +359,15 @@ impl Transport {
     #[must_use]
     pub fn connection_stats(&self, remote: &Multiaddr) -> Vec<crate::Stats> {
         let Some(remote) = addr::to_socket_addr(remote) else { return Vec::new() };
+        self.sockets().iter().flat_map(|s| s.stats_for(remote)).collect()
+    }
+
+    /// Every socket the transport uses: the listeners', then the dialers'.
+    fn sockets(&self) -> Vec<UtpSocket> {
         let mut sockets: Vec<UtpSocket> = self.listeners.iter().map(|l| l.socket.clone()).collect();
         let dialers = self.dialers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         sockets.extend(dialers.iter().flatten().cloned());
-        drop(dialers);
-        sockets.iter().flat_map(|s| s.stats_for(remote)).collect()
+        sockets
     }
 
     /// A listener that can send to `remote`, if any; the same one for the
