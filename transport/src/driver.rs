@@ -76,7 +76,7 @@ impl Driver {
         }
         let slot = slot.clamp(1500, 65_535);
         let io = Io::new(&shared.socket, shared.config.batched_io);
-        let rx = RecvBatch::new(&io);
+        let rx = RecvBatch::new();
         Driver { shared, io, rx, tx: SendBatch::new(slot), wakers: Vec::new() }
     }
 

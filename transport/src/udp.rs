@@ -184,7 +184,7 @@ impl RecvBatch {
     /// little traffic (a dialer, an idle listener) never holds the full
     /// batch. The buffer grows to its full size the first time a receive
     /// fills it (see [`RecvBatch::full_len`]).
-    pub(crate) fn new(_io: &Io) -> Self {
+    pub(crate) fn new() -> Self {
         RecvBatch {
             buf: vec![0u8; MAX_DATAGRAM.max(RECV_SLOT)].into_boxed_slice(),
             datagrams: Vec::new(),
@@ -491,7 +491,7 @@ mod tests {
         for batched in [true, false] {
             let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let io = Io::new(&socket, batched);
-            let mut rx = RecvBatch::new(&io);
+            let mut rx = RecvBatch::new();
             let small = rx.capacity();
             assert!(small <= 2 * MAX_DATAGRAM, "{small}");
             let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();

@@ -440,6 +440,38 @@ impl Transfer {
     }
 }
 
+/// A sends `to_send` on the connection `dial` it already opened, then shuts
+/// down; B accepts and reads. Runs the whole of `limit`, asserts that both
+/// ends saw the other's end of stream, and returns what B read.
+pub fn one_way(
+    sim: &mut Sim,
+    dial: ConnectionHandle,
+    to_send: Vec<u8>,
+    limit: Duration,
+) -> Vec<u8> {
+    let mut ta = Transfer::new(dial, to_send);
+    let mut tb: Option<Transfer> = None;
+    sim.run_until(
+        limit,
+        |sim| {
+            ta.pump(&mut sim.a.endpoint);
+            if tb.is_none() {
+                if let Some(&h) = sim.b.accepted.first() {
+                    tb = Some(Transfer::new(h, Vec::new()));
+                }
+            }
+            if let Some(tb) = tb.as_mut() {
+                tb.pump(&mut sim.b.endpoint);
+            }
+        },
+        |_| false,
+    );
+    let tb = tb.expect("B accepted");
+    assert!(tb.eof, "B saw the end of A's stream");
+    assert!(ta.eof, "A saw the end of B's stream");
+    tb.received
+}
+
 /// Transfers `a_to_b` bytes from A to B and `b_to_a` from B to A over one
 /// connection; returns the two transfers (A's, B's) once both have seen EOF
 /// and both FINs are acknowledged, or panics after `limit`.

@@ -10,7 +10,7 @@ use utp_proto::wire::{ExtFlags, PacketType, Repr};
 use utp_proto::{ConnectionHandle, EndpointConfig, TransportConfig};
 
 use crate::common::link::LinkConfig;
-use crate::common::sim::{pattern, Side, Sim, Transfer};
+use crate::common::sim::{one_way, pattern, Side, Sim};
 
 const BOTH: ExtFlags = ExtFlags(ExtFlags::METADATA.0 | ExtFlags::SYN_DATA.0);
 const HOLD: Duration = Duration::from_millis(50);
@@ -48,29 +48,9 @@ fn dial_early(sim: &mut Sim, hold: Duration) -> ConnectionHandle {
     sim.a.endpoint.connect_early(now, b, config, hold).expect("dial")
 }
 
-/// Runs A sending `data` (after the dial) and B echoing nothing, until B
-/// read everything and both ends closed; returns what B read.
+/// A sends `data` after the dial and shuts down; returns what B read.
 fn finish(sim: &mut Sim, dial: ConnectionHandle, data: Vec<u8>) -> Vec<u8> {
-    let mut ta = Transfer::new(dial, data);
-    let mut tb: Option<Transfer> = None;
-    sim.run_until(
-        Duration::from_secs(30),
-        |sim| {
-            ta.pump(&mut sim.a.endpoint);
-            if tb.is_none() {
-                if let Some(&h) = sim.b.accepted.first() {
-                    tb = Some(Transfer::new(h, Vec::new()));
-                }
-            }
-            if let Some(tb) = tb.as_mut() {
-                tb.pump(&mut sim.b.endpoint);
-            }
-        },
-        |_| false,
-    );
-    let tb = tb.expect("B accepted");
-    assert!(tb.eof && ta.eof, "both ends saw the other's end");
-    tb.received
+    one_way(sim, dial, data, Duration::from_secs(30))
 }
 
 /// Nothing leaves before the application's bytes; a flush (here:

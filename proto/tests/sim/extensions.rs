@@ -13,7 +13,7 @@ use utp_proto::{
 };
 
 use crate::common::link::LinkConfig;
-use crate::common::sim::{pattern, Side, Sim, Transfer};
+use crate::common::sim::{one_way, pattern, Side, Sim, Transfer};
 
 const BOTH: ExtFlags = ExtFlags(ExtFlags::METADATA.0 | ExtFlags::SYN_DATA.0);
 
@@ -113,28 +113,7 @@ fn syn_data_transfer(
     limit: Duration,
 ) -> (Vec<u8>, ConnectionHandle) {
     let dial = sim.connect(syn_data);
-    let mut ta = Transfer::new(dial, Vec::new());
-    let mut tb: Option<Transfer> = None;
-    let ok = sim.run_until(
-        limit,
-        |sim| {
-            ta.pump(&mut sim.a.endpoint);
-            if tb.is_none() {
-                if let Some(&h) = sim.b.accepted.first() {
-                    tb = Some(Transfer::new(h, Vec::new()));
-                }
-            }
-            if let Some(tb) = tb.as_mut() {
-                tb.pump(&mut sim.b.endpoint);
-            }
-        },
-        |_| false,
-    );
-    assert!(!ok);
-    let tb = tb.expect("B accepted");
-    assert!(tb.eof, "B saw the end of A's stream");
-    assert!(ta.eof, "A saw the end of B's stream");
-    (tb.received, dial)
+    (one_way(sim, dial, Vec::new(), limit), dial)
 }
 
 // -------------------------------------------------------------------
