@@ -12,15 +12,18 @@
 //!    engine's next timeout.
 
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::Instant;
 
+use tokio::io::Interest;
 use tokio::time::{sleep_until, Instant as TokioInstant};
 use tracing::{debug, trace};
 use utp_proto::DatagramEvent;
 
 use crate::config::AcceptDecision;
+use crate::icmp;
 use crate::shared::{Inner, Shared, Stopped};
 use crate::udp::{Io, RecvBatch, SendBatch};
 
@@ -64,6 +67,10 @@ struct Driver {
     rx: RecvBatch,
     tx: SendBatch,
     wakers: Vec<Waker>,
+    /// The kernel queues ICMP errors for this socket (see `icmp.rs`).
+    icmp_errors: bool,
+    /// Port unreachables read from the error queue: (destination, quote).
+    unreachable: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 impl Driver {
@@ -77,7 +84,22 @@ impl Driver {
         let slot = slot.clamp(1500, 65_535);
         let io = Io::new(&shared.socket, shared.config.batched_io);
         let rx = RecvBatch::new();
-        Driver { shared, io, rx, tx: SendBatch::new(slot), wakers: Vec::new() }
+        let icmp_errors = match icmp::enable(&shared.socket) {
+            Ok(()) => cfg!(target_os = "linux"),
+            Err(e) => {
+                debug!(error = %e, "ICMP errors unavailable: dials to closed ports time out");
+                false
+            }
+        };
+        Driver {
+            shared,
+            io,
+            rx,
+            tx: SendBatch::new(slot),
+            wakers: Vec::new(),
+            icmp_errors,
+            unreachable: Vec::new(),
+        }
     }
 
     async fn run(&mut self) {
@@ -89,11 +111,21 @@ impl Driver {
         loop {
             let now = Instant::now();
             let rx_more = self.rx.recv(socket, &self.io);
+            let icmp_more = self.icmp_errors
+                && icmp::drain(socket, |to, quote| self.unreachable.push((to, quote.to_vec())));
             let mut tx_more = false;
             let (timeout, unused) = {
                 let mut guard = shared.inner.lock();
                 let inner = &mut *guard;
                 self.handle_datagrams(inner, now);
+                for (to, quote) in self.unreachable.drain(..) {
+                    // A dual-stack socket reports IPv4 errors as mapped
+                    // addresses; the dial may know either form.
+                    let canonical = SocketAddr::new(to.ip().to_canonical(), to.port());
+                    if !inner.endpoint.handle_port_unreachable(now, to, &quote) && canonical != to {
+                        inner.endpoint.handle_port_unreachable(now, canonical, &quote);
+                    }
+                }
                 for (to, size) in self.tx.take_too_big() {
                     inner.endpoint.handle_packet_too_big(now, to, size);
                 }
@@ -130,7 +162,7 @@ impl Driver {
                 debug!(local = %shared.local_addr, "socket unused: driver exits");
                 return;
             }
-            if rx_more || (tx_more && !tx_blocked) {
+            if rx_more || icmp_more || (tx_more && !tx_blocked) {
                 // More is waiting: go on, but let other tasks run from time
                 // to time.
                 tokio::task::consume_budget().await;
@@ -143,6 +175,11 @@ impl Driver {
                 biased;
                 _ = shared.notify.notified() => {}
                 r = socket.readable() => {
+                    if let Err(e) = r {
+                        debug!(error = %e, "waiting for the socket failed");
+                    }
+                }
+                r = socket.ready(Interest::ERROR), if self.icmp_errors => {
                     if let Err(e) = r {
                         debug!(error = %e, "waiting for the socket failed");
                     }

@@ -19,7 +19,9 @@
 //!
 //! Errors are [`std::io::Error`]s whose kinds say what happened:
 //! `TimedOut` (the peer stopped answering, or a dial or close took longer
-//! than configured), `ConnectionRefused` (the peer does not accept),
+//! than configured), `ConnectionRefused` (the peer does not accept, or,
+//! on Linux, its host answered a dial with ICMP port unreachable: nothing
+//! listens on that port),
 //! `ConnectionReset` (the peer aborted), `ConnectionAborted` (this side
 //! aborted), `BrokenPipe` (writing after a shutdown, or the socket's
 //! background task is gone). When a connection failed, the error (or its
@@ -74,6 +76,7 @@
 
 mod config;
 mod driver;
+mod icmp;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 mod shared;

@@ -131,6 +131,13 @@ impl Collector for SocketCollector {
             ],
         )?;
         counter(&mut encoder, "resets_sent", "RESETs sent", e.resets_sent)?;
+        counters_by(
+            &mut encoder,
+            "icmp_port_unreachable",
+            "ICMP port unreachables read, by outcome",
+            "outcome",
+            &[("refused_dial", e.dials_refused_by_icmp), ("ignored", e.icmp_ignored)],
+        )?;
         counter(
             &mut encoder,
             "resets_rate_limited",

@@ -64,26 +64,7 @@ pub(crate) fn configure(socket: &StdUdpSocket, config: &Config) -> io::Result<()
 pub(crate) fn set_dont_fragment(socket: &UdpSocket, on: bool) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        use std::os::fd::AsRawFd;
-        let fd = socket.as_raw_fd();
-        let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| -> io::Result<()> {
-            // SAFETY: `fd` is an open socket for the duration of the call and
-            // the option value is a c_int that outlives it.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd,
-                    level,
-                    name,
-                    std::ptr::from_ref(&value).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        };
+        let set = |level, name, value| set_int_option(socket, level, name, value);
         let v6 = socket.local_addr()?.is_ipv6();
         let v4_value = if on { libc::IP_PMTUDISC_DO } else { libc::IP_PMTUDISC_DONT };
         let v4 = set(libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, v4_value);
@@ -99,6 +80,33 @@ pub(crate) fn set_dont_fragment(socket: &UdpSocket, on: bool) -> io::Result<()> 
     {
         let _ = (socket, on);
         Ok(())
+    }
+}
+
+/// `setsockopt` of an integer option (Linux).
+#[cfg(target_os = "linux")]
+pub(crate) fn set_int_option(
+    socket: &UdpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the socket's descriptor is open for the duration of the call
+    // and the option value is a c_int that outlives it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_ref(&value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 
@@ -233,12 +241,13 @@ impl RecvBatch {
         let mut iov: [IoSliceMut<'_>; quinn_udp::BATCH_SIZE] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
         let meta = &mut self.meta[..slots];
+        let mut retries = 0;
         let n = loop {
             let iov = &mut iov[..slots];
             match socket.try_io(Interest::READABLE, || state.recv(socket.into(), iov, meta)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if retry(&e, &mut retries) => {}
                 Err(e) => {
                     debug!(error = %e, "UDP receive error");
                     return false;
@@ -263,6 +272,7 @@ impl RecvBatch {
 
     fn recv_plain(&mut self, socket: &UdpSocket) -> bool {
         let mut used = 0;
+        let mut retries = 0;
         while self.datagrams.len() < BATCH && self.buf.len() - used >= MAX_DATAGRAM {
             match socket.try_recv_from(&mut self.buf[used..]) {
                 Ok((n, from)) => {
@@ -270,7 +280,7 @@ impl RecvBatch {
                     used += n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if retry(&e, &mut retries) => {}
                 Err(e) => {
                     // ICMP errors reported on some platforms: nothing to do
                     // for a datagram socket shared by many peers.
@@ -379,6 +389,7 @@ impl SendBatch {
     /// for it to become writable, the unsent datagrams are kept).
     pub(crate) fn send(&mut self, socket: &UdpSocket, io: &Io) -> bool {
         let max_segments = io.max_segments();
+        let mut retries = 0;
         while self.sent < self.datagrams.len() {
             let (to, start, size, dont_fragment, src) = self.datagrams[self.sent];
             // A run of datagrams to the same peer, all of `size` bytes but
@@ -429,7 +440,7 @@ impl SendBatch {
                     self.sent = end;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if retry(&e, &mut retries) => {}
                 Err(e) => {
                     // Unreachable network, bad address family...: the
                     // datagrams are lost; the connection retransmits or
@@ -441,6 +452,21 @@ impl SendBatch {
         }
         true
     }
+}
+
+/// Retries a call that failed for no reason of its own: interrupted, or
+/// handed an ICMP error the kernel reports once on the socket's next call
+/// (`ECONNREFUSED`, with `IP_RECVERR`: the error itself waits in the error
+/// queue, see `icmp.rs`). A few times per batch at most, so that a flood of
+/// ICMP errors cannot hold the driver in a loop.
+fn retry(e: &io::Error, retries: &mut u32) -> bool {
+    let transient =
+        matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused);
+    if transient && *retries < 8 {
+        *retries += 1;
+        return true;
+    }
+    false
 }
 
 /// The send failed because the datagram is larger than the route's MTU.

@@ -187,7 +187,8 @@ fn exit_code(e: &io::Error) -> ExitCode {
 fn describe(e: &io::Error, what: &str) -> String {
     let hint = match e.kind() {
         io::ErrorKind::ConnectionRefused => {
-            " (the peer answered with a RESET: is anything listening there?)"
+            " (nothing listens there: the peer answered with a RESET or its host with ICMP port \
+             unreachable)"
         }
         io::ErrorKind::TimedOut => " (no answer: wrong address, a firewall, or nothing listening)",
         io::ErrorKind::ConnectionReset => " (the peer aborted the connection)",

@@ -9,6 +9,7 @@ mod send_buffer;
 mod sent_packets;
 mod stats;
 mod timer;
+mod unreachable;
 
 pub use stats::Stats;
 

@@ -898,6 +898,45 @@ impl Endpoint {
         }
     }
 
+    /// An ICMP port unreachable (Linux: from the socket's error queue)
+    /// for a datagram sent to `destination`; `quoted` is the start of that
+    /// datagram's payload as the error quotes it. A dial to exactly
+    /// `destination` that is still in SYN-SENT, whose SYN left and whose
+    /// header (type, connection id, sequence number: 18 bytes) the quote
+    /// repeats, ends with
+    /// [`ConnectionError::Refused`](crate::ConnectionError::Refused) at
+    /// once rather than after the connect timeout. Nothing else changes
+    /// state: an established connection ignores ICMP errors, so a forged
+    /// one can at most end a dial, and only with the dial's destination,
+    /// the socket's port, its connection id and sequence number. An error
+    /// quoting less is ignored. Returns whether a dial was refused.
+    pub fn handle_port_unreachable(
+        &mut self,
+        now: Instant,
+        destination: SocketAddr,
+        quoted: &[u8],
+    ) -> bool {
+        let _ = now;
+        // The quote names the SYN's connection id (our receive id).
+        let refused = quoted.get(2..4).and_then(|id| {
+            let id = u16::from_be_bytes([id[0], id[1]]);
+            let index = *self.by_key.get(&(destination, id))?;
+            let slot = self.slots[index].as_mut()?;
+            slot.conn.on_port_unreachable(quoted).then_some(index)
+        });
+        match refused {
+            Some(index) => {
+                self.stats.dials_refused_by_icmp += 1;
+                self.touch(index);
+                true
+            }
+            None => {
+                self.stats.icmp_ignored += 1;
+                false
+            }
+        }
+    }
+
     fn mark_events(&mut self, index: usize) {
         if let Some(Some(slot)) = self.slots.get_mut(index) {
             if !slot.queued_event {

@@ -46,6 +46,14 @@ pub struct EndpointStats {
     pub resets_sent: u64,
     /// RESETs not sent because of the rate limit (`reset_rate`).
     pub resets_rate_limited: u64,
+    /// Dials ended as refused by an ICMP port unreachable
+    /// ([`Endpoint::handle_port_unreachable`]).
+    ///
+    /// [`Endpoint::handle_port_unreachable`]: crate::Endpoint::handle_port_unreachable
+    pub dials_refused_by_icmp: u64,
+    /// ICMP port unreachables that matched no dial in SYN-SENT (late, for
+    /// an established connection, or forged): ignored.
+    pub icmp_ignored: u64,
 }
 
 /// Traffic of every connection of an endpoint, the closed ones included:

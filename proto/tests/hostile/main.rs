@@ -16,6 +16,7 @@ mod amplification;
 mod blind;
 mod bounds;
 mod flood;
+mod icmp;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
