@@ -31,7 +31,11 @@ pub struct TransportConfig {
     /// How long a discovered path MTU is trusted (per connection and in the
     /// endpoint's per-destination memory) before it is probed again.
     pub mtu_probe_interval: Duration,
-    /// Bytes the application may have written but not yet had acknowledged.
+    /// Most bytes the application may have written but not yet had
+    /// acknowledged. The buffer holds four congestion windows of them (at
+    /// least 64 KiB), up to this size: a writer faster than the network
+    /// waits with a few windows queued, as with TCP's send buffer, instead
+    /// of filling this much memory per connection.
     pub send_buffer_size: usize,
     /// Bytes of received data buffered for the application (in order and out
     /// of order together); the advertised window is what is left of it.

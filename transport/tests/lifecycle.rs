@@ -89,8 +89,10 @@ async fn close_times_out_when_the_peer_does_not_take_the_data() {
     let test = async move {
         let mut stream = client.connect(addr).await.expect("connect");
         let _unread = server.accept().await.expect("accept");
-        // Fills the peer's receive window and part of our send buffer.
-        stream.write_all(&[7u8; 512 * 1024]).await.expect("write");
+        // Fills the peer's receive window and our send buffer (which then
+        // takes no more: the write waits, as a TCP write would).
+        let fill = stream.write_all(&[7u8; 512 * 1024]);
+        let _ = tokio::time::timeout(Duration::from_millis(500), fill).await;
         let start = Instant::now();
         let err = stream.close().await.expect_err("close must time out");
         let took = start.elapsed();

@@ -604,10 +604,18 @@ impl Connection {
         s
     }
 
-    /// Bytes that can be written now without blocking.
+    /// Bytes that can be written now without blocking: the send buffer
+    /// holds up to four congestion windows (at least 64 KiB, at most
+    /// `send_buffer_size`).
     #[must_use]
     pub fn send_buffer_free(&self) -> usize {
         self.send_buf.free()
+    }
+
+    /// Lets the send buffer hold four congestion windows (see
+    /// `SendBuffer::set_limit`).
+    fn update_send_limit(&mut self) {
+        self.send_buf.set_limit(self.cc.window().saturating_mul(4));
     }
 
     /// Bytes waiting to be read.
@@ -626,6 +634,7 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
+        self.update_send_limit();
         let n = self.send_buf.write(data);
         if n == 0 {
             self.write_blocked = true;
@@ -651,6 +660,7 @@ impl Connection {
         if meta.len() > 253 {
             return Err(WriteError::MetadataTooLong(meta.len()));
         }
+        self.update_send_limit();
         if !self.send_buf.end_message(meta) {
             self.write_blocked = true;
             return Err(WriteError::Blocked);
@@ -1318,6 +1328,7 @@ impl Connection {
                 mss: self.packet_size() - HEADER_LEN,
             };
             self.cc.on_ack(now, &info);
+            self.update_send_limit();
             if self.write_blocked && self.send_buf.free() > 0 {
                 self.write_blocked = false;
                 self.set_event(Event::Writable);

@@ -20,6 +20,9 @@ pub(crate) fn message_end_cost(meta_len: usize) -> usize {
     MESSAGE_END_OVERHEAD + meta_len
 }
 
+/// The send buffer's limit never goes below this (or the capacity).
+pub(crate) const MIN_SEND_LIMIT: usize = 64 * 1024;
+
 /// The end of a message: the stream offset where it ends and its metadata.
 #[derive(Debug)]
 struct Boundary {
@@ -47,6 +50,8 @@ pub(crate) struct SendBuffer {
     /// Stream offset of the first byte not yet put in a packet.
     unsent: u64,
     capacity: usize,
+    /// What the buffer may hold now (see [`SendBuffer::set_limit`]).
+    limit: usize,
     boundaries: VecDeque<Boundary>,
     /// [`message_end_cost`] of the queued boundaries: they take room too.
     boundary_bytes: usize,
@@ -59,6 +64,7 @@ impl SendBuffer {
             base: 0,
             unsent: 0,
             capacity,
+            limit: capacity.min(MIN_SEND_LIMIT),
             boundaries: VecDeque::new(),
             boundary_bytes: 0,
         }
@@ -84,10 +90,23 @@ impl SendBuffer {
         true
     }
 
-    /// Room left: the capacity minus the unacknowledged bytes and the
+    /// Room left: the limit minus the unacknowledged bytes and the
     /// message ends not yet sent.
     pub(crate) fn free(&self) -> usize {
-        self.capacity.saturating_sub(self.data.len() + self.boundary_bytes)
+        self.limit.saturating_sub(self.data.len() + self.boundary_bytes)
+    }
+
+    /// Sets what the buffer may hold, within [`MIN_SEND_LIMIT`] and the
+    /// capacity: the connection keeps it at four congestion windows (TCP
+    /// sizes its send buffer at about two; with two, bytes beyond a lost
+    /// packet filled the buffer and cost goodput under loss in the
+    /// simulator). A writer faster than the network then
+    /// waits with a few windows buffered rather than the whole capacity, and
+    /// the buffer's ring goes round the same memory (a connection that
+    /// buffered its capacity at once touched that much fresh memory: page
+    /// faults were a large part of a short connection's cost).
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit.clamp(MIN_SEND_LIMIT.min(self.capacity), self.capacity);
     }
 
     /// Stream offset one past the last byte written.
@@ -202,6 +221,7 @@ mod tests {
         // A message end takes room too (2 + 32 here): none left while data waits.
         assert!(!buf.end_message(b"m"));
         buf.capacity = 100;
+        buf.limit = 100;
         assert!(buf.end_message(b"m"));
         assert_eq!(buf.free(), 100 - 6 - message_end_cost(1));
         // 6 bytes to the end of the message; room for 7 - 3 = 4 with the record.

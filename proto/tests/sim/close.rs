@@ -306,9 +306,19 @@ fn persist_timer_armed_without_further_polls() {
     let mut sim = Sim::symmetric(small, lan(), 49);
     let (a, b) = established(&mut sim);
     let data = pattern(200 * 1024, 7);
-    // Written once; the sender's application never touches it again.
-    assert_eq!(sim.a.endpoint.connection_mut(a).unwrap().write(&data).unwrap(), data.len());
-    sim.run_for(Duration::from_secs(2));
+    // Written as the send buffer takes it for 2 s (B reads nothing, so its
+    // window closes with bytes still queued at A); then the sender's
+    // application never touches the connection again.
+    let mut written = 0;
+    let writing_until = sim.now + Duration::from_secs(2);
+    sim.run(Duration::from_secs(3), |sim| {
+        if let Some(c) = sim.a.endpoint.connection_mut(a) {
+            written += c.write(&data[written..]).unwrap_or(0);
+        }
+        sim.now >= writing_until
+    });
+    assert!(written > 64 * 1024 + 16 * 1024, "bytes queued behind the closed window: {written}");
+    let data = &data[..written];
     // B drains its buffer; every packet B sends in the next 100 ms is lost
     // (the window update among them).
     let until = sim.now + Duration::from_millis(100);
@@ -402,4 +412,51 @@ fn local_reset_discards_unread_data() {
     ca.reset();
     let mut buf = [0u8; 100];
     assert_eq!(ca.read(&mut buf), Err(ConnectionError::LocallyReset.into()));
+}
+
+/// The send buffer holds four congestion windows (at least 64 KiB), not
+/// its whole capacity (4 MiB): a writer faster than the path waits, and
+/// the buffer's memory goes round instead of growing per connection. The
+/// limit follows the window as it grows.
+#[test]
+fn send_buffer_holds_four_windows() {
+    // 100 Mbit/s, 20 ms RTT, a 100-packet queue.
+    let link = crate::common::link::LinkConfig::ideal()
+        .with_latency(Duration::from_millis(10))
+        .with_bandwidth(12_500_000)
+        .with_queue_packets(100);
+    let mut sim = Sim::symmetric(EndpointConfig::default(), link, 51);
+    let (a, b) = established(&mut sim);
+    let data = pattern(4 << 20, 8);
+    let conn = sim.a.endpoint.connection_mut(a).unwrap();
+    let cwnd = conn.stats().cwnd;
+    let first = conn.write(&data).unwrap();
+    assert_eq!(first, (4 * cwnd).max(64 * 1024), "cwnd {cwnd}");
+    assert_eq!(conn.send_buffer_free(), 0);
+    // As the transfer goes on, the window (and the limit) grows.
+    let mut written = first;
+    let mut got = Vec::new();
+    let mut most_buffered = 0;
+    let mut most_cwnd = cwnd;
+    let ok = sim.run(Duration::from_secs(30), |sim| {
+        if let Some(c) = sim.a.endpoint.connection_mut(a) {
+            written += c.write(&data[written..]).unwrap_or(0);
+            most_cwnd = most_cwnd.max(c.stats().cwnd);
+        }
+        read_all(sim, Side::B, b, &mut got);
+        // Written but not yet read by B: A's buffer, the path and B's.
+        most_buffered = most_buffered.max(written - got.len());
+        got.len() == data.len()
+    });
+    assert!(ok);
+    assert_eq!(got, data);
+    assert!(most_buffered > first, "the limit grew with the window");
+    assert!(
+        most_buffered <= 4 * most_cwnd + 64 * 1024,
+        "{most_buffered} buffered, window at most {most_cwnd}"
+    );
+    println!(
+        "first write took {first} bytes (cwnd {cwnd}); at most {most_buffered} bytes written \
+         and not yet read (window at most {most_cwnd}; capacity 4 MiB)"
+    );
 }
