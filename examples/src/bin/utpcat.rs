@@ -21,6 +21,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use libp2p_utp::{AbortHandle, Config, UtpSocket, UtpStream};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use utp_examples::{fill, parse_size};
 
 /// netcat over uTP, the Micro Transport Protocol of BitTorrent (BEP 29).
 ///
@@ -153,25 +154,6 @@ fn status(line: std::fmt::Arguments<'_>) {
     if !QUIET.get().copied().unwrap_or(false) {
         eprintln!("utpcat: {line}");
     }
-}
-
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let mult = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("unknown size suffix {c:?}: use K, M or G")),
-            };
-            (&s[..i], mult)
-        }
-        _ => (s, 1),
-    };
-    let n: u64 =
-        num.parse().map_err(|_| format!("{s:?} is not a size (examples: 512K, 64M, 1G)"))?;
-    n.checked_mul(mult).filter(|&n| n > 0).ok_or_else(|| format!("{s:?} is out of range"))
 }
 
 fn exit_code(e: &io::Error) -> ExitCode {
@@ -501,17 +483,6 @@ fn cpu_time() -> Duration {
     }
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     tv(usage.ru_utime) + tv(usage.ru_stime)
-}
-
-/// Deterministic bytes, cheap to make: the bench measures the transport.
-fn fill(buf: &mut [u8], seed: u64) {
-    let mut x = seed | 1;
-    for chunk in buf.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
 }
 
 async fn pump_out<W: AsyncWrite + Unpin>(
