@@ -136,7 +136,11 @@ impl Collector for SocketCollector {
             "icmp_port_unreachable",
             "ICMP port unreachables read, by outcome",
             "outcome",
-            &[("refused_dial", e.dials_refused_by_icmp), ("ignored", e.icmp_ignored)],
+            &[
+                ("refused_dial", e.dials_refused_by_icmp),
+                ("completed_close", e.closes_completed_by_icmp),
+                ("ignored", e.icmp_ignored),
+            ],
         )?;
         counter(
             &mut encoder,

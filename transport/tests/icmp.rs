@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use libp2p_utp::UtpSocket;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use utp_proto::wire::{PacketType, Repr, SeqNr};
 
 /// A port nobody listens on: bound once, then closed.
@@ -48,6 +48,30 @@ async fn dial_to_a_closed_port_is_refused() {
     }
 }
 
+/// A listener made by hand on a std socket: answers the dial's SYN, so
+/// that `client` holds an established stream; returns it, the peer's
+/// socket, and the SYN (its connection id and sequence number).
+async fn hand_made_peer(client: &UtpSocket) -> (libp2p_utp::UtpStream, StdUdpSocket, (u16, u16)) {
+    let peer = StdUdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let dial = tokio::spawn({
+        let client = client.clone();
+        async move { client.connect(peer_addr).await }
+    });
+    let mut buf = [0u8; 2048];
+    let (n, from) = peer.recv_from(&mut buf).unwrap();
+    let syn = Repr::parse_bytes(&buf[..n]).expect("SYN");
+    assert_eq!(syn.packet_type, PacketType::Syn);
+    let mut syn_ack = Repr::new(PacketType::State, syn.connection_id, SeqNr(1000), syn.seq_nr);
+    syn_ack.wnd_size = 1 << 20;
+    let mut out = vec![0u8; syn_ack.buffer_len()];
+    let len = syn_ack.emit(&mut out).unwrap();
+    peer.send_to(&out[..len], from).unwrap();
+    let stream = dial.await.unwrap().expect("connected");
+    (stream, peer, (syn.connection_id, syn.seq_nr.0))
+}
+
 /// A peer whose port closes after the handshake: our packets draw port
 /// unreachables, which the connection ignores (counted), so that nobody
 /// can end an established connection with a forged ICMP error. It ends
@@ -58,25 +82,8 @@ async fn established_connection_ignores_port_unreachables() {
         return;
     }
     let client = socket(test_config()).await;
-    let peer = StdUdpSocket::bind("127.0.0.1:0").unwrap();
-    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let peer_addr = peer.local_addr().unwrap();
     let test = async move {
-        let dial = tokio::spawn({
-            let client = client.clone();
-            async move { client.connect(peer_addr).await }
-        });
-        // A hand-made listener: answers the SYN, then closes its port.
-        let mut buf = [0u8; 2048];
-        let (n, from) = peer.recv_from(&mut buf).unwrap();
-        let syn = Repr::parse_bytes(&buf[..n]).expect("SYN");
-        assert_eq!(syn.packet_type, PacketType::Syn);
-        let mut syn_ack = Repr::new(PacketType::State, syn.connection_id, SeqNr(1000), syn.seq_nr);
-        syn_ack.wnd_size = 1 << 20;
-        let mut out = vec![0u8; syn_ack.buffer_len()];
-        let len = syn_ack.emit(&mut out).unwrap();
-        peer.send_to(&out[..len], from).unwrap();
-        let mut stream = dial.await.unwrap().expect("connected");
+        let (mut stream, peer, _) = hand_made_peer(&client).await;
         drop(peer);
 
         for _ in 0..20 {
@@ -98,6 +105,40 @@ async fn established_connection_ignores_port_unreachables() {
         );
     };
     bounded(20, "established connection", test).await;
+}
+
+/// The peer sends its FIN and exits at once (its socket closes without
+/// acknowledging our FIN): our `close` completes cleanly when our FIN's
+/// retransmission draws a port unreachable, instead of timing out after
+/// `close_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_completes_when_the_finished_peer_is_gone() {
+    if !linux() {
+        return;
+    }
+    let mut config = test_config();
+    config.transport_mut().close_timeout = Duration::from_secs(30);
+    let client = socket(config).await;
+    let test = async move {
+        let (mut stream, peer, (id, syn_seq)) = hand_made_peer(&client).await;
+        // The peer's FIN (its first packet: the SYN-ACK's seq, 1000),
+        // acknowledging our SYN.
+        let mut fin = Repr::new(PacketType::Fin, id, SeqNr(1000), SeqNr(syn_seq));
+        fin.wnd_size = 1 << 20;
+        let mut out = vec![0u8; fin.buffer_len()];
+        let len = fin.emit(&mut out).unwrap();
+        peer.send_to(&out[..len], stream.local_addr()).unwrap();
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).await.expect("the peer's end");
+        assert!(rest.is_empty());
+        // The peer's program exits: our FIN finds its port closed.
+        drop(peer);
+        stream.close().await.expect("close completes");
+        let stats = client.socket_stats();
+        assert_eq!(stats.endpoint.closes_completed_by_icmp, 1, "{:?}", stats.endpoint);
+        println!("close completed by the port unreachable answering our FIN");
+    };
+    bounded(20, "close", test).await;
 }
 
 /// The libp2p Transport's dial to a closed port fails with

@@ -900,16 +900,21 @@ impl Endpoint {
 
     /// An ICMP port unreachable (Linux: from the socket's error queue)
     /// for a datagram sent to `destination`; `quoted` is the start of that
-    /// datagram's payload as the error quotes it. A dial to exactly
-    /// `destination` that is still in SYN-SENT, whose SYN left and whose
-    /// header (type, connection id, sequence number: 18 bytes) the quote
-    /// repeats, ends with
-    /// [`ConnectionError::Refused`](crate::ConnectionError::Refused) at
-    /// once rather than after the connect timeout. Nothing else changes
-    /// state: an established connection ignores ICMP errors, so a forged
-    /// one can at most end a dial, and only with the dial's destination,
-    /// the socket's port, its connection id and sequence number. An error
-    /// quoting less is ignored. Returns whether a dial was refused.
+    /// datagram's payload as the error quotes it, which must repeat the
+    /// packet's header (type, connection id, sequence number: 18 bytes).
+    /// Two things happen, nothing else:
+    /// - a dial to exactly `destination` still in SYN-SENT, whose SYN is
+    ///   quoted, ends with
+    ///   [`ConnectionError::Refused`](crate::ConnectionError::Refused) at
+    ///   once rather than after the connect timeout;
+    /// - a connection that only waits for the acknowledgement of its FIN
+    ///   (every byte acknowledged, the peer's FIN received), whose FIN is
+    ///   quoted, closes cleanly: the peer finished and its socket is gone.
+    ///
+    /// Open streams ignore ICMP errors, so a forged one can at most end a
+    /// dial or complete a close whose data all arrived, and it needs the
+    /// destination, the socket's port, the connection id and the sequence
+    /// number. Returns whether the error was taken.
     pub fn handle_port_unreachable(
         &mut self,
         now: Instant,
@@ -917,16 +922,23 @@ impl Endpoint {
         quoted: &[u8],
     ) -> bool {
         let _ = now;
-        // The quote names the SYN's connection id (our receive id).
-        let refused = quoted.get(2..4).and_then(|id| {
+        // The quote names the packet's connection id: our receive id in a
+        // SYN, our send id (one more or one less) in anything else.
+        let taken = quoted.get(2..4).and_then(|id| {
             let id = u16::from_be_bytes([id[0], id[1]]);
-            let index = *self.by_key.get(&(destination, id))?;
-            let slot = self.slots[index].as_mut()?;
-            slot.conn.on_port_unreachable(quoted).then_some(index)
+            [id, id.wrapping_sub(1), id.wrapping_add(1)].into_iter().find_map(|recv_id| {
+                let index = *self.by_key.get(&(destination, recv_id))?;
+                let slot = self.slots[index].as_mut()?;
+                slot.conn.on_port_unreachable(quoted).then_some((index, slot.conn.error()))
+            })
         });
-        match refused {
-            Some(index) => {
-                self.stats.dials_refused_by_icmp += 1;
+        match taken {
+            Some((index, error)) => {
+                if error.is_some() {
+                    self.stats.dials_refused_by_icmp += 1;
+                } else {
+                    self.stats.closes_completed_by_icmp += 1;
+                }
                 self.touch(index);
                 true
             }

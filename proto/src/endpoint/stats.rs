@@ -51,8 +51,12 @@ pub struct EndpointStats {
     ///
     /// [`Endpoint::handle_port_unreachable`]: crate::Endpoint::handle_port_unreachable
     pub dials_refused_by_icmp: u64,
-    /// ICMP port unreachables that matched no dial in SYN-SENT (late, for
-    /// an established connection, or forged): ignored.
+    /// Closes completed by an ICMP port unreachable quoting our FIN, after
+    /// every byte was acknowledged and the peer's FIN arrived (the peer's
+    /// socket is gone; its last ACK was lost).
+    pub closes_completed_by_icmp: u64,
+    /// ICMP port unreachables that matched no dial in SYN-SENT and no
+    /// finished close (for an open stream, late, or forged): ignored.
     pub icmp_ignored: u64,
 }
 

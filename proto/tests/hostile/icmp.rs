@@ -136,3 +136,114 @@ fn port_unreachable_spares_established_connections() {
     assert!(!client.handle_port_unreachable(now, addr("10.0.0.7:1"), &[]));
     assert!(client.connection(held).unwrap().error().is_none());
 }
+
+/// address).
+fn connected(now: Instant) -> (Endpoint, ConnectionHandle, Endpoint, ConnectionHandle) {
+    let (mut client, h, syn) = dialing(6, now);
+    let config = EndpointConfig { rng_seed: Some(7), ..EndpointConfig::default() };
+    let mut server = Endpoint::new(config, now);
+    let s = deliver(&mut server, now, addr(CLIENT), &syn).expect("accepted");
+    for (_, syn_ack) in drain(&mut server, now) {
+        client.handle_datagram(now, addr(PEER), &syn_ack);
+    }
+    // The client's first packet confirms the handshake.
+    client.connection_mut(h).unwrap().write(b"hello").unwrap();
+    shuttle(&mut client, &mut server, now);
+    (client, h, server, s)
+}
+
+const CLIENT: &str = "10.0.0.1:5000";
+
+/// Delivers what each side sends to the other until both are quiet.
+fn shuttle(client: &mut Endpoint, server: &mut Endpoint, now: Instant) {
+    for _ in 0..10 {
+        let to_server = drain(client, now);
+        let to_client = drain(server, now);
+        if to_server.is_empty() && to_client.is_empty() {
+            return;
+        }
+        for (_, d) in to_server {
+            server.handle_datagram(now, addr(CLIENT), &d);
+        }
+        for (_, d) in to_client {
+            client.handle_datagram(now, addr(PEER), &d);
+        }
+    }
+}
+
+/// The peer sent its FIN and has every byte we wrote; our FIN's ACK is
+/// lost and the peer's socket is gone: the port unreachable that answers
+/// our FIN's retransmission completes the close cleanly (it used to time
+/// out after `close_timeout`). Only a quote of that FIN does it; before
+/// the peer's FIN, or with data unacknowledged, nothing happens.
+#[test]
+fn port_unreachable_completes_a_finished_close() {
+    let now = Instant::now();
+    let (mut client, h, mut server, s) = connected(now);
+    // The server finishes first; the client reads its end.
+    server.connection_mut(s).unwrap().shutdown();
+    shuttle(&mut client, &mut server, now);
+    let mut buf = [0u8; 64];
+    while client.connection_mut(h).unwrap().read(&mut buf).is_ok_and(|n| n > 0) {}
+    // The client's FIN leaves; the server's ACK of it is lost, and the
+    // server's program exits.
+    client.connection_mut(h).unwrap().shutdown();
+    let out = drain(&mut client, now);
+    let fin = out
+        .iter()
+        .map(|(_, d)| d.clone())
+        .find(|d| Repr::parse_bytes(d).is_ok_and(|r| r.packet_type == PacketType::Fin))
+        .expect("our FIN");
+    let repr = Repr::parse_bytes(&fin).unwrap();
+    // Wrong sequence number, wrong id, a SYN's type: ignored.
+    let mut forged = fin.clone();
+    forged[16..18].copy_from_slice(&repr.seq_nr.0.wrapping_add(1).to_be_bytes());
+    assert!(!client.handle_port_unreachable(now, addr(PEER), &forged));
+    let mut forged = fin.clone();
+    forged[2..4].copy_from_slice(&repr.connection_id.wrapping_add(2).to_be_bytes());
+    assert!(!client.handle_port_unreachable(now, addr(PEER), &forged));
+    let mut forged = fin.clone();
+    forged[0] = 0x41;
+    assert!(!client.handle_port_unreachable(now, addr(PEER), &forged));
+    assert!(client.connection(h).unwrap().error().is_none());
+    assert!(!client.connection(h).unwrap().is_closed());
+    // The genuine one.
+    assert!(client.handle_port_unreachable(now, addr(PEER), &fin));
+    let conn = client.connection(h).unwrap();
+    assert!(conn.is_closed() && conn.error().is_none(), "closed cleanly");
+    let mut finished = false;
+    while let Some((handle, event)) = client.poll_event() {
+        finished |= handle == h && event == Event::Finished;
+    }
+    assert!(finished, "the application hears that the close completed");
+    assert_eq!(client.stats().closes_completed_by_icmp, 1);
+}
+
+/// Our FIN is out but the peer has not finished (no FIN from it), or bytes
+/// are unacknowledged: a port unreachable, even quoting our FIN, changes
+/// nothing (the close times out as before if the peer is really gone).
+#[test]
+fn port_unreachable_spares_an_unfinished_close() {
+    let now = Instant::now();
+    let (mut client, h, mut server, _) = connected(now);
+    client.connection_mut(h).unwrap().write(&[5u8; 3000]).unwrap();
+    client.connection_mut(h).unwrap().shutdown();
+    let out = drain(&mut client, now);
+    let fin = out
+        .iter()
+        .map(|(_, d)| d.clone())
+        .find(|d| Repr::parse_bytes(d).is_ok_and(|r| r.packet_type == PacketType::Fin))
+        .expect("our FIN");
+    // Data and FIN unacknowledged, no FIN from the peer.
+    assert!(!client.handle_port_unreachable(now, addr(PEER), &fin));
+    // Everything acknowledged, but still no FIN from the peer.
+    for (_, d) in out {
+        server.handle_datagram(now, addr(CLIENT), &d);
+    }
+    for (_, d) in drain(&mut server, now) {
+        client.handle_datagram(now, addr(PEER), &d);
+    }
+    assert!(!client.handle_port_unreachable(now, addr(PEER), &fin));
+    assert!(client.connection(h).unwrap().error().is_none());
+    assert_eq!(client.stats().closes_completed_by_icmp, 0);
+}
