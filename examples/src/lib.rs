@@ -33,3 +33,5 @@ pub fn fill(buf: &mut [u8], seed: u64) {
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
 }
+
+pub mod stdio;

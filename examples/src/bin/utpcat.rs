@@ -17,10 +17,12 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
+use futures::FutureExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use libp2p_utp::{AbortHandle, Config, UtpSocket, UtpStream};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use utp_examples::stdio::{StdinBlocks, StdoutBlocks};
 use utp_examples::{fill, parse_size};
 
 /// netcat over uTP, the Micro Transport Protocol of BitTorrent (BEP 29).
@@ -335,22 +337,42 @@ async fn dial(
 }
 
 /// Copies stdin to the stream (then half-closes) and the stream to stdout.
+/// stdin and stdout are served by threads of their own in 1 MiB blocks
+/// (`utp_examples::stdio`): tokio's stdin and stdout take a trip through
+/// its blocking pool per call.
 async fn pipe_stdio(stream: UtpStream) -> CatResult {
-    let (rd, mut wr) = stream.into_split();
-    // Large blocks: tokio's stdin and stdout go through its blocking pool,
-    // and every block is a round trip through it.
-    const BLOCK: usize = 256 * 1024;
+    let (mut rd, mut wr) = stream.into_split();
+    let mut stdin = ctx(StdinBlocks::spawn(), "starting the stdin thread")?;
+    let mut stdout = ctx(StdoutBlocks::spawn(), "starting the stdout thread")?;
     let upload = async move {
-        let mut stdin = tokio::io::BufReader::with_capacity(BLOCK, tokio::io::stdin());
-        ctx(tokio::io::copy_buf(&mut stdin, &mut wr).await, "sending")?;
+        while let Some(block) = stdin.next().await {
+            let block = ctx(block, "reading stdin")?;
+            ctx(wr.write_all(&block).await, "sending")?;
+            stdin.recycle(block);
+        }
         ctx(wr.shutdown().await, "closing the sending side")?;
         ctx(wr.close().await, "waiting for the peer to take the last bytes")
     };
     let download = async move {
-        let mut stdout = tokio::io::stdout();
-        let mut rd = tokio::io::BufReader::with_capacity(BLOCK, rd);
-        ctx(tokio::io::copy_buf(&mut rd, &mut stdout).await, "receiving")?;
-        ctx(stdout.flush().await, "writing to stdout")
+        loop {
+            let mut block = stdout.block();
+            // One read that waits, then whatever else is there already:
+            // a block per hand-over to the stdout thread, not a packet.
+            let mut len = ctx(rd.read(&mut block).await, "receiving")?;
+            if len == 0 {
+                break;
+            }
+            while len < block.len() {
+                match rd.read(&mut block[len..]).now_or_never() {
+                    Some(Ok(n)) if n > 0 => len += n,
+                    Some(Err(e)) => return ctx(Err(e), "receiving"),
+                    _ => break,
+                }
+            }
+            block.truncate(len);
+            ctx(stdout.write(block).await, "writing to stdout")?;
+        }
+        ctx(stdout.finish().await, "writing to stdout")
     };
     // A failure either way (a reset, a timeout) ends both: the other
     // direction would otherwise wait on stdin or the socket for nothing.
