@@ -131,12 +131,10 @@ impl StreamShared {
         Poll::Pending
     }
 
-    /// Reading reopened the receive window: the engine may want to tell
-    /// the peer (a window update) if it was closing.
-    fn after_read(&self, window_before: usize) {
-        let threshold =
-            (self.config.receive_buffer_size / 2).max(4 * self.config.initial_packet_size_v4);
-        if window_before < threshold {
+    /// After a read: the engine decides whether the peer needs a window
+    /// update (the window had nearly closed); if so the driver sends it.
+    fn after_read(&self, ack_due: bool) {
+        if ack_due {
             self.shared.wake_driver();
         }
     }
@@ -148,13 +146,11 @@ impl StreamShared {
         let mut guard = self.shared.inner.lock();
         let inner = &mut *guard;
         let conn = inner.endpoint.connection_mut(self.handle).ok_or_else(gone)?;
-        let window_before = conn.stats().recv_window;
         match conn.read(buf) {
             Ok(n) => {
+                let ack_due = conn.ack_due();
                 drop(guard);
-                if n > 0 {
-                    self.after_read(window_before);
-                }
+                self.after_read(ack_due);
                 Poll::Ready(Ok(n))
             }
             Err(ReadError::Blocked) => {
@@ -203,12 +199,12 @@ impl StreamShared {
         let mut guard = self.shared.inner.lock();
         let inner = &mut *guard;
         let conn = inner.endpoint.connection_mut(self.handle).ok_or_else(gone)?;
-        let window_before = conn.stats().recv_window;
         let want = match conn.next_message_end() {
             Some((0, _)) => {
                 let meta = conn.take_message_end().unwrap_or_default();
+                let ack_due = conn.ack_due();
                 drop(guard);
-                self.after_read(window_before);
+                self.after_read(ack_due);
                 return Poll::Ready(Ok(MessageRead::End(meta)));
             }
             Some((to_end, _)) => to_end.min(buf.len()),
@@ -220,8 +216,9 @@ impl StreamShared {
         match conn.read(&mut buf[..want]) {
             Ok(0) => Poll::Ready(Ok(MessageRead::Eof)),
             Ok(n) => {
+                let ack_due = conn.ack_due();
                 drop(guard);
-                self.after_read(window_before);
+                self.after_read(ack_due);
                 Poll::Ready(Ok(MessageRead::Data(n)))
             }
             Err(ReadError::Blocked) => {

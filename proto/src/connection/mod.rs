@@ -722,6 +722,14 @@ impl Connection {
         Some(meta)
     }
 
+    /// An acknowledgement waits to be sent: after a read, a window update
+    /// (the window had nearly closed and reopened). The runtime lets its
+    /// I/O task poll for it; the rule is the engine's alone.
+    #[must_use]
+    pub fn ack_due(&self) -> bool {
+        self.ack_pending
+    }
+
     /// After a read, tell the peer that the window reopened if it had
     /// (nearly) closed.
     fn maybe_window_update(&mut self) {
