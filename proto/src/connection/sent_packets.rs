@@ -28,6 +28,23 @@ pub(crate) struct SentPacket {
 }
 
 impl SentPacket {
+    /// A packet of `kind` carrying `len` bytes from stream offset `offset`,
+    /// sent once at `now`, with no message end, not acknowledged, not lost.
+    pub(crate) fn new(kind: PacketType, offset: u64, len: usize, now: Instant) -> Self {
+        SentPacket {
+            kind,
+            offset,
+            len,
+            meta: None,
+            time_sent: now,
+            transmissions: 1,
+            sacked: false,
+            sacked_once: false,
+            lost: false,
+            window_limited: false,
+        }
+    }
+
     /// Whether acknowledging this packet now gives a true RTT sample and
     /// newly acknowledged bytes: sent once (Karn), not declared lost and
     /// waiting, and not already acknowledged selectively.
@@ -301,18 +318,7 @@ mod tests {
     use super::*;
 
     fn data(now: Instant) -> SentPacket {
-        SentPacket {
-            kind: PacketType::Data,
-            offset: 0,
-            len: 100,
-            meta: None,
-            time_sent: now,
-            transmissions: 1,
-            sacked: false,
-            sacked_once: false,
-            lost: false,
-            window_limited: false,
-        }
+        SentPacket::new(PacketType::Data, 0, 100, now)
     }
 
     /// A receiver that reneges on a selective ACK and then acknowledges the
