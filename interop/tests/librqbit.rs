@@ -758,7 +758,11 @@ async fn our_half_close_to_rqbit() {
 
 /// librqbit-utp's half-close while we still send: we read its end at once
 /// and go on sending; what it does with our bytes is its business, but our
-/// side ends, without a hang, with every byte it acknowledged counted.
+/// side ends, without a hang, with every byte it acknowledged counted. We
+/// send 64 KiB, what our send buffer takes at once: it stops acknowledging
+/// soon after its FIN, so a larger write would wait for our retransmission
+/// limit (about a minute) before failing, as a TCP write to a vanished
+/// peer waits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rqbit_half_close_to_us() {
     trace();
@@ -778,7 +782,7 @@ async fn rqbit_half_close_to_us() {
     let (request, end) = tokio::time::timeout(LIMIT, read_to_end(&mut stream)).await.unwrap();
     end.expect("its FIN is a clean end");
     assert_eq!(request, b"request");
-    let data = seeded_bytes(7, MIB);
+    let data = seeded_bytes(7, 64 * 1024);
     let wrote = tokio::time::timeout(LIMIT, async {
         stream.write_all(&data).await?;
         stream.close().await
