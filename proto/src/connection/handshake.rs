@@ -35,6 +35,10 @@ impl Connection {
         conn.offered = conn.config.extensions;
         conn.syn_seq = syn_seq;
         // The endpoint refuses initial data larger than the send buffer.
+        // The initial data is taken whole (the endpoint checked it against
+        // the capacity); the limit of a few windows applies from the first
+        // acknowledgement on.
+        conn.send_buf.set_limit(usize::MAX);
         let written = conn.send_buf.write(syn_data);
         conn.stats.bytes_written += written as u64;
         let syn_len = if conn.offered.contains(ExtFlags::SYN_DATA) {

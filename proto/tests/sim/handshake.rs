@@ -283,3 +283,29 @@ fn resets_for_unknown_connections_are_rate_limited() {
     }
     assert_eq!(resets, 10, "one second's worth of RESETs");
 }
+
+/// Initial data larger than the send buffer's running limit (four windows,
+/// at least 64 KiB) is taken whole at the dial and arrives whole.
+#[test]
+fn large_initial_data_is_taken_whole() {
+    let mut sim = Sim::symmetric(EndpointConfig::default(), lan(), 52);
+    let data = crate::common::sim::pattern(300 * 1024, 52);
+    let c = sim.connect(&data);
+    assert_eq!(sim.a.endpoint.connection(c).unwrap().stats().bytes_written, data.len() as u64);
+    let mut got = Vec::new();
+    let ok = sim.run(Duration::from_secs(10), |sim| {
+        if let Some(&h) = sim.b.accepted.first() {
+            let conn = sim.b.endpoint.connection_mut(h).unwrap();
+            let mut buf = [0u8; 65536];
+            while let Ok(n) = conn.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        got.len() == data.len()
+    });
+    assert!(ok, "{} of {}", got.len(), data.len());
+    assert_eq!(got, data);
+}
