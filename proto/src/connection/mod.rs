@@ -21,6 +21,8 @@ mod rtt;
 mod send_buffer;
 mod sent_packets;
 mod stats;
+#[cfg(test)]
+mod tests;
 mod timer;
 mod transmit;
 mod unreachable;
