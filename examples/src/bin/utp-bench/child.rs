@@ -92,8 +92,9 @@ async fn recv(proto: Proto, conns: usize) -> io::Result<()> {
             }
         }
     }
-    println!("done {}", sum(tasks).await?);
+    let total = sum(tasks).await;
     report("receiver", socket.as_ref());
+    println!("done {}", total?);
     Ok(())
 }
 
@@ -140,8 +141,9 @@ async fn send(
             Ok::<_, io::Error>(size)
         });
     }
-    println!("done {}", sum(tasks).await?);
+    let total = sum(tasks).await;
     report("sender", socket.as_ref());
+    println!("done {}", total?);
     Ok(())
 }
 
