@@ -25,7 +25,7 @@ use utp_proto::DatagramEvent;
 use crate::config::AcceptDecision;
 use crate::icmp;
 use crate::shared::{Inner, Shared, Stopped};
-use crate::udp::{Io, RecvBatch, SendBatch};
+use crate::udp::{Io, Queued, RecvBatch, SendBatch};
 
 /// Runs the driver of `shared` until nothing uses the socket any more.
 pub(crate) async fn run(shared: Arc<Shared>) {
@@ -135,8 +135,8 @@ impl Driver {
                 if self.tx.is_empty() {
                     let endpoint = &mut inner.endpoint;
                     let reply_from = &inner.reply_from;
-                    tx_more = self.tx.fill(|buf| {
-                        endpoint.poll_transmit(now, buf).map(|t| {
+                    tx_more = self.tx.fill(self.io.max_segments(), |buf, segments, max_run| {
+                        endpoint.poll_transmit_run(now, buf, segments, max_run).map(|t| {
                             // (Empty unless a wildcard socket accepted: no
                             // hashing per datagram then.)
                             let src = if reply_from.is_empty() {
@@ -144,7 +144,13 @@ impl Driver {
                             } else {
                                 reply_from.get(&t.destination).map(|&(ip, _)| ip)
                             };
-                            (t.destination, t.size, t.dont_fragment, src)
+                            Queued {
+                                destination: t.destination,
+                                len: t.size,
+                                segment_size: t.segment_size,
+                                dont_fragment: t.dont_fragment,
+                                src,
+                            }
                         })
                     });
                 }

@@ -164,7 +164,7 @@ impl Io {
     }
 
     /// Datagrams one send may carry.
-    fn max_segments(&self) -> usize {
+    pub(crate) fn max_segments(&self) -> usize {
         match self {
             Io::Batched(state) => state.max_gso_segments(),
             Io::Plain => 1,
@@ -299,20 +299,33 @@ impl RecvBatch {
 }
 
 /// Most bytes one segmented (GSO) send carries.
-const MAX_GSO_BYTES: usize = 65_000;
+const MAX_GSO_BYTES: usize = 64_000;
 
-/// Datagrams produced by the engine, waiting to be sent. They are laid out
-/// back to back so that a run of equal-sized datagrams to one destination
-/// goes out in one segmented send.
+/// One transmit the engine produced: a datagram, or a run of datagrams of
+/// `segment_size` bytes (the last may be shorter) to one destination.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Queued {
+    pub(crate) destination: SocketAddr,
+    pub(crate) len: usize,
+    pub(crate) segment_size: Option<usize>,
+    pub(crate) dont_fragment: bool,
+    /// Set for replies from a wildcard socket: they leave from the address
+    /// the peer reached.
+    pub(crate) src: Option<IpAddr>,
+}
+
+/// Transmits produced by the engine, waiting to be sent, back to back in
+/// one buffer. The engine forms the runs of equal-size datagrams
+/// (`Endpoint::poll_transmit_run`); this only moves them: one segmented
+/// send per run with batched I/O.
 #[derive(Debug)]
 pub(crate) struct SendBatch {
     buf: Box<[u8]>,
+    /// Room every datagram is formed in (the largest one there may be).
     slot: usize,
-    /// (destination, start, length, don't-fragment, source IP) of each
-    /// datagram; the source is set for replies from a wildcard socket, so
-    /// that they leave from the address the peer reached.
-    datagrams: Vec<(SocketAddr, usize, usize, bool, Option<IpAddr>)>,
-    /// Datagrams already sent.
+    /// Each transmit and where its bytes start in `buf`.
+    queued: Vec<(usize, Queued)>,
+    /// Transmits already sent.
     sent: usize,
     /// Probes the kernel refused with EMSGSIZE: (destination, size), for
     /// the engine.
@@ -330,7 +343,7 @@ impl SendBatch {
         SendBatch {
             buf: vec![0u8; 2 * slot].into_boxed_slice(),
             slot,
-            datagrams: Vec::new(),
+            queued: Vec::new(),
             sent: 0,
             too_big: Vec::new(),
             grow: false,
@@ -354,62 +367,54 @@ impl SendBatch {
 
     /// Nothing left to send.
     pub(crate) fn is_empty(&self) -> bool {
-        self.sent == self.datagrams.len()
+        self.sent == self.queued.len()
     }
 
-    /// Fills the batch from `poll` (which writes a datagram into the buffer
-    /// it is given and returns its destination and size); returns `true` if
-    /// the batch filled up (more may be waiting).
+    /// Fills the batch from `poll(buf, max_segments, max_run_bytes)`, which
+    /// writes a transmit into `buf` (room for a run of `max_run_bytes` and
+    /// a datagram of the largest size beyond it) and describes it; returns
+    /// `true` if the batch filled up (more may be waiting). A batch holds
+    /// `BATCH` datagrams at most, runs included, so that the driver goes
+    /// back to receiving (acknowledgements) as often with runs as without.
     pub(crate) fn fill(
         &mut self,
-        mut poll: impl FnMut(&mut [u8]) -> Option<(SocketAddr, usize, bool, Option<IpAddr>)>,
+        max_segments: usize,
+        mut poll: impl FnMut(&mut [u8], usize, usize) -> Option<Queued>,
     ) -> bool {
         debug_assert!(self.is_empty());
-        self.datagrams.clear();
+        self.queued.clear();
         self.sent = 0;
         if self.grow {
             self.grow = false;
             self.buf = vec![0u8; self.full_len()].into_boxed_slice();
         }
         let mut used = 0;
-        while self.datagrams.len() < BATCH && used + self.slot <= self.buf.len() {
-            match poll(&mut self.buf[used..used + self.slot]) {
-                Some((to, len, dont_fragment, src)) => {
-                    self.datagrams.push((to, used, len, dont_fragment, src));
-                    used += len;
+        let mut datagrams = 0;
+        while datagrams < BATCH && used + self.slot <= self.buf.len() {
+            let room = self.buf.len() - used;
+            let max_run = (room - self.slot).min(MAX_GSO_BYTES);
+            let segments = max_segments.clamp(1, BATCH - datagrams);
+            match poll(&mut self.buf[used..], segments, max_run) {
+                Some(q) => {
+                    self.queued.push((used, q));
+                    used += q.len;
+                    datagrams += q.segment_size.map_or(1, |s| q.len.div_ceil(s.max(1)));
                 }
                 None => return false,
             }
         }
-        self.grow = self.buf.len() < self.full_len() && self.datagrams.len() < BATCH;
+        self.grow = self.buf.len() < self.full_len() && datagrams < BATCH;
         true
     }
 
     /// Sends without waiting; returns `false` if the socket is full (wait
-    /// for it to become writable, the unsent datagrams are kept).
+    /// for it to become writable, the unsent transmits are kept).
     pub(crate) fn send(&mut self, socket: &UdpSocket, io: &Io) -> bool {
-        let max_segments = io.max_segments();
         let mut retries = 0;
-        while self.sent < self.datagrams.len() {
-            let (to, start, size, dont_fragment, src) = self.datagrams[self.sent];
-            // A run of datagrams to the same peer, all of `size` bytes but
-            // the last, which may be shorter. A probe goes alone.
-            let mut end = self.sent + 1;
-            let mut bytes = size;
-            while !dont_fragment && end < self.datagrams.len() && end - self.sent < max_segments {
-                let (next_to, _, next_size, next_df, _) = self.datagrams[end];
-                if next_df || next_to != to || next_size > size || bytes + next_size > MAX_GSO_BYTES
-                {
-                    break;
-                }
-                end += 1;
-                bytes += next_size;
-                if next_size < size {
-                    break;
-                }
-            }
-            let contents = &self.buf[start..start + bytes];
-            if dont_fragment {
+        while self.sent < self.queued.len() {
+            let (start, q) = self.queued[self.sent];
+            let contents = &self.buf[start..start + q.len];
+            if q.dont_fragment {
                 if let Err(e) = set_dont_fragment(socket, true) {
                     debug!(error = %e, "could not set don't-fragment");
                 }
@@ -417,27 +422,29 @@ impl SendBatch {
             let result = match io {
                 Io::Batched(state) => {
                     let transmit = quinn_udp::Transmit {
-                        destination: to,
+                        destination: q.destination,
                         ecn: None,
                         contents,
-                        segment_size: (end - self.sent > 1).then_some(size),
-                        src_ip: src,
+                        segment_size: q.segment_size,
+                        src_ip: q.src,
                     };
                     socket.try_io(Interest::WRITABLE, || state.send(socket.into(), &transmit))
                 }
-                Io::Plain => socket.try_send_to(contents, to).map(|_| ()),
+                // (No runs: the engine is asked for one datagram at a time.)
+                Io::Plain => socket.try_send_to(contents, q.destination).map(|_| ()),
             };
-            if dont_fragment {
+            if q.dont_fragment {
                 if let Err(e) = set_dont_fragment(socket, false) {
                     debug!(error = %e, "could not clear don't-fragment");
                 }
             }
             match result {
-                Ok(()) => self.sent = end,
-                Err(e) if dont_fragment && is_emsgsize(&e) => {
+                Ok(()) => self.sent += 1,
+                Err(e) if q.dont_fragment && is_emsgsize(&e) => {
+                    let (to, size) = (q.destination, q.len);
                     debug!(%to, size, "path MTU probe larger than the route allows");
                     self.too_big.push((to, size));
-                    self.sent = end;
+                    self.sent += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if retry(&e, &mut retries) => {}
@@ -445,8 +452,8 @@ impl SendBatch {
                     // Unreachable network, bad address family...: the
                     // datagrams are lost; the connection retransmits or
                     // times out.
-                    debug!(error = %e, %to, "UDP send error");
-                    self.sent = end;
+                    debug!(error = %e, to = %q.destination, "UDP send error");
+                    self.sent += 1;
                 }
             }
         }
@@ -486,28 +493,62 @@ fn is_emsgsize(e: &io::Error) -> bool {
 mod tests {
     use super::*;
 
-    /// A send batch starts small and grows once the engine has more to send
-    /// than fits.
+    /// A send batch starts small and grows once the engine has more to
+    /// send than fits.
     #[test]
     fn send_batch_grows_on_demand() {
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let one = |len| Queued {
+            destination: to,
+            len,
+            segment_size: None,
+            dont_fragment: false,
+            src: None,
+        };
         let mut batch = SendBatch::new(65_535);
         assert_eq!(batch.capacity(), 2 * 65_535);
         // Two datagrams of 1500 bytes: room enough, no growth.
         let mut left = 2;
-        assert!(!batch.fill(|_| (left > 0).then(|| {
+        assert!(!batch.fill(1, |_, _, _| (left > 0).then(|| {
             left -= 1;
-            (to, 1500, false, None)
+            one(1500)
         })));
-        batch.sent = batch.datagrams.len();
+        batch.sent = batch.queued.len();
         assert!(!batch.grow);
         // An endless supply of large datagrams: the batch fills, then grows.
-        assert!(batch.fill(|_| Some((to, 65_000, false, None))));
-        assert_eq!(batch.datagrams.len(), 2);
-        batch.sent = batch.datagrams.len();
-        assert!(batch.fill(|_| Some((to, 65_000, false, None))));
+        assert!(batch.fill(1, |_, _, _| Some(one(65_000))));
+        assert_eq!(batch.queued.len(), 2);
+        batch.sent = batch.queued.len();
+        assert!(batch.fill(1, |_, _, _| Some(one(65_000))));
         assert_eq!(batch.capacity(), 8 * 65_535);
-        assert_eq!(batch.datagrams.len(), 8);
+        assert_eq!(batch.queued.len(), 8);
+    }
+
+    /// Runs count for every datagram they hold: a batch ends at `BATCH`
+    /// datagrams, and each run may use at most the room left beyond one
+    /// datagram of the largest size.
+    #[test]
+    fn send_batch_counts_the_datagrams_of_runs() {
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let mut batch = SendBatch::new(1500);
+        batch.grow = true;
+        let mut asked = Vec::new();
+        assert!(batch.fill(16, |buf, segments, max_run| {
+            asked.push((segments, max_run));
+            assert!(buf.len() >= max_run + 1500);
+            let len = (segments * 1000).min(max_run).max(1000);
+            Some(Queued {
+                destination: to,
+                len,
+                segment_size: Some(1000),
+                dont_fragment: false,
+                src: None,
+            })
+        }));
+        let datagrams: usize = batch.queued.iter().map(|(_, q)| q.len.div_ceil(1000)).sum();
+        assert!(datagrams <= BATCH, "{datagrams}");
+        assert_eq!(asked[0].0, 16);
+        assert!(asked.iter().all(|&(s, _)| s <= 16));
     }
 
     /// A receive batch starts with one slot and grows when a receive fills

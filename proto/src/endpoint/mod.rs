@@ -31,8 +31,8 @@ pub struct Transmit {
     /// Bytes written at the start of the caller's buffer.
     pub size: usize,
     /// When set, the buffer holds several datagrams of this size (the last
-    /// may be shorter) for segmentation offload. This version always
-    /// produces one datagram per transmit.
+    /// may be shorter) for segmentation offload: only
+    /// [`Endpoint::poll_transmit_run`] produces such runs.
     pub segment_size: Option<usize>,
     /// A path MTU probe: send it with don't-fragment set, and report
     /// EMSGSIZE through [`Endpoint::handle_packet_too_big`]. Every other
@@ -192,6 +192,12 @@ pub struct Endpoint {
     reset_tokens: f64,
     reset_refill: Instant,
     stats: EndpointStats,
+    /// A datagram formed while extending a segmented run that could not
+    /// join it: the next transmit (its destination, don't-fragment). See
+    /// [`Endpoint::poll_transmit_run`].
+    stashed: Option<(SocketAddr, bool)>,
+    /// The kept datagram's bytes (the buffer is reused).
+    stash: Vec<u8>,
     /// The traffic of the connections already freed.
     closed_traffic: TrafficTotals,
     /// Path MTUs found, per destination (address and port), and until when
@@ -231,6 +237,8 @@ impl Endpoint {
             reset_tokens,
             reset_refill: now,
             stats: EndpointStats::default(),
+            stashed: None,
+            stash: Vec::new(),
             closed_traffic: TrafficTotals::default(),
             path_mtus: HashMap::new(),
             half_open_queue: VecDeque::new(),
@@ -808,6 +816,70 @@ impl Endpoint {
     /// least the configured packet size, 1500 bytes is always enough).
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        self.poll_one(now, buf)
+    }
+
+    /// Like [`Endpoint::poll_transmit`], but `buf` may receive a run of up
+    /// to `max_segments` datagrams to one destination, all of
+    /// `segment_size` bytes but the last (which may be shorter), for one
+    /// segmented send (UDP GSO: [`Transmit::segment_size`] is set when the
+    /// run holds more than one), of `max_run_bytes` at most. `buf` must
+    /// hold `max_run_bytes` plus what `poll_transmit` would be given: every
+    /// datagram is formed with at least that much room.
+    ///
+    /// The datagrams are those `poll_transmit` would return, in the same
+    /// order (the usual round robin over connections, so many connections
+    /// to one peer stay interleaved); the first that cannot join the run
+    /// (another destination, a larger size, a path MTU probe, which goes
+    /// alone with `dont_fragment`) is kept for the next call. The runtime
+    /// only moves the bytes.
+    pub fn poll_transmit_run(
+        &mut self,
+        now: Instant,
+        buf: &mut [u8],
+        max_segments: usize,
+        max_run_bytes: usize,
+    ) -> Option<Transmit> {
+        let mut t = self.poll_one(now, buf)?;
+        if t.dont_fragment || max_segments <= 1 {
+            return Some(t);
+        }
+        let size = t.size;
+        let mut used = size;
+        let mut count = 1;
+        while count < max_segments && used + size <= max_run_bytes.min(buf.len()) {
+            let Some(next) = self.poll_one(now, &mut buf[used..]) else { break };
+            if next.destination != t.destination || next.dont_fragment || next.size > size {
+                self.stash.clear();
+                self.stash.extend_from_slice(&buf[used..used + next.size]);
+                self.stashed = Some((next.destination, next.dont_fragment));
+                break;
+            }
+            used += next.size;
+            count += 1;
+            if next.size < size {
+                break;
+            }
+        }
+        if count > 1 {
+            t.size = used;
+            t.segment_size = Some(size);
+        }
+        Some(t)
+    }
+
+    /// One datagram: the one kept back from a run first, then the
+    /// endpoint's RESETs, then the connections' in round robin.
+    fn poll_one(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((destination, dont_fragment)) = self.stashed.take() {
+            let size = self.stash.len();
+            if let Some(room) = buf.get_mut(..size) {
+                room.copy_from_slice(&self.stash);
+                return Some(Transmit { destination, size, segment_size: None, dont_fragment });
+            }
+            // (A buffer too small for it: it is lost, as a datagram the
+            // network drops; retransmission covers it.)
+        }
         if let Some((remote, id, seq, ack)) = self.resets.pop_front() {
             let mut repr = Repr::new(PacketType::Reset, id, seq, ack);
             repr.timestamp =

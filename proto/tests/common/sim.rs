@@ -29,6 +29,11 @@ pub struct Node {
     /// Datagrams that were not uTP.
     pub not_utp: usize,
     pub sent_datagrams: usize,
+    /// FNV-1a over every datagram sent, in order (to compare two runs).
+    pub sent_hash: u64,
+    /// Segmented transmits of more than one datagram
+    /// (`Endpoint::poll_transmit_run`, with `Sim::gso_segments` > 1).
+    pub runs: usize,
     /// The node's own interface MTU (UDP payload): a datagram sent with
     /// don't-fragment above it is refused with EMSGSIZE, as a kernel does.
     pub interface_mtu: usize,
@@ -47,6 +52,8 @@ impl Node {
             accepted: Vec::new(),
             not_utp: 0,
             sent_datagrams: 0,
+            sent_hash: 0xcbf2_9ce4_8422_2325,
+            runs: 0,
             interface_mtu: usize::MAX,
             emsgsize: 0,
         }
@@ -93,6 +100,11 @@ pub struct Sim {
     held_seq: u64,
     epoch: Instant,
     buf: Vec<u8>,
+    /// Datagrams one transmit may carry: above 1 the endpoints are polled
+    /// with `poll_transmit_run` (runs of up to 64,000 bytes) and the runs
+    /// split here, as a runtime without segmentation offload would. Default
+    /// 1 (`poll_transmit`).
+    pub gso_segments: usize,
 }
 
 /// A flow that shares the simulated links with the uTP endpoints: its
@@ -152,7 +164,8 @@ impl Sim {
             held: std::collections::BTreeMap::new(),
             held_seq: 0,
             epoch,
-            buf: vec![0u8; 65536],
+            buf: vec![0u8; 65536 + 64_000],
+            gso_segments: 1,
         }
     }
 
@@ -241,29 +254,46 @@ impl Sim {
                 progress = true;
             }
             let mut burst = 0usize;
-            while let Some(tr) = node.endpoint.poll_transmit(t, &mut self.buf) {
-                let datagram = &self.buf[..tr.size];
-                burst += 1;
-                assert!(
-                    burst < 100_000,
-                    "{side:?} sent 100000 datagrams at one instant; last: {}",
-                    utp_proto::wire::Repr::parse_bytes(datagram)
-                        .map(|r| r.to_string())
-                        .unwrap_or_default()
-                );
-                node.sent_datagrams += 1;
-                progress = true;
-                if tr.dont_fragment && tr.size > node.interface_mtu {
-                    node.emsgsize += 1;
-                    node.endpoint.handle_packet_too_big(t, tr.destination, tr.size);
-                    continue;
+            let gso = self.gso_segments;
+            loop {
+                let tr = if gso > 1 {
+                    node.endpoint.poll_transmit_run(t, &mut self.buf, gso, 64_000)
+                } else {
+                    node.endpoint.poll_transmit(t, &mut self.buf[..65536])
+                };
+                let Some(tr) = tr else { break };
+                if tr.segment_size.is_some() {
+                    node.runs += 1;
                 }
-                if let Some(filter) = self.filter.as_mut() {
-                    if filter(side, datagram) {
+                let segment = tr.segment_size.unwrap_or(tr.size).max(1);
+                for datagram in self.buf[..tr.size].chunks(segment) {
+                    burst += 1;
+                    assert!(
+                        burst < 100_000,
+                        "{side:?} sent 100000 datagrams at one instant; last: {}",
+                        utp_proto::wire::Repr::parse_bytes(datagram)
+                            .map(|r| r.to_string())
+                            .unwrap_or_default()
+                    );
+                    node.sent_datagrams += 1;
+                    for &b in datagram {
+                        node.sent_hash =
+                            (node.sent_hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                    }
+                    progress = true;
+                    let size = datagram.len();
+                    if tr.dont_fragment && size > node.interface_mtu {
+                        node.emsgsize += 1;
+                        node.endpoint.handle_packet_too_big(t, tr.destination, size);
                         continue;
                     }
+                    if let Some(filter) = self.filter.as_mut() {
+                        if filter(side, datagram) {
+                            continue;
+                        }
+                    }
+                    link.send_df(now, datagram.to_vec(), tr.dont_fragment);
                 }
-                link.send_df(now, datagram.to_vec(), tr.dont_fragment);
             }
             while let Some(ev) = node.endpoint.poll_event() {
                 node.events.push(ev);

@@ -10,6 +10,7 @@ mod early_data;
 mod extensions;
 mod fairness;
 mod goodput;
+mod gso;
 mod handshake;
 mod ledbat;
 mod livelock;
