@@ -7,6 +7,7 @@ use tracing::debug;
 
 use crate::wire::Repr;
 
+use super::pending::Pending;
 use super::timer::Timer;
 use super::{Connection, ConnectionError, Event, LocalFin, State, TIME_WAIT_MIN};
 
@@ -51,7 +52,7 @@ impl Connection {
             return;
         }
         if self.state != State::SynSent {
-            self.reset_pending = true;
+            self.pending.insert(Pending::RESET);
         }
         // An abort: unread data is discarded, the next read fails.
         self.recv.discard();
@@ -77,7 +78,7 @@ impl Connection {
     /// endpoint may forget it once the application let go of it.
     #[must_use]
     pub fn is_drained(&self) -> bool {
-        self.state == State::Closed && !self.reset_pending
+        self.state == State::Closed && !self.pending.contains(Pending::RESET)
     }
 
     pub(super) fn handle_reset(&mut self, pkt: &Repr<'_>) {

@@ -10,6 +10,7 @@ use tracing::debug;
 use crate::config::TransportConfig;
 use crate::wire::{ExtFlags, PacketType, Repr, SeqNr};
 
+use super::pending::Pending;
 use super::sent_packets::SentPacket;
 use super::timer::Timer;
 use super::{
@@ -81,7 +82,7 @@ impl Connection {
         conn.state = State::SynRecv;
         conn.syn_seq = syn.seq_nr;
         conn.syn_ack_seq = syn_ack_seq;
-        conn.syn_ack_pending = true;
+        conn.pending.insert(Pending::SYN_ACK);
         conn.unconfirmed_received = syn_len;
         conn.recv.set_ack_nr(syn.seq_nr);
         conn.peer_wnd = syn.wnd_size as usize;
@@ -123,7 +124,7 @@ impl Connection {
     /// and id takes its place (a RESET would reach the new one).
     pub(crate) fn replace(&mut self) {
         debug!(remote = %self.remote, "replaced by a new SYN with the same id");
-        self.reset_pending = false;
+        self.pending.remove(Pending::RESET);
         self.close(Some(ConnectionError::Reset));
     }
 
@@ -185,7 +186,7 @@ impl Connection {
         self.on_timestamp(now, pkt.timestamp);
         self.state = State::Established;
         self.start_mtu(now);
-        self.ack_pending = true;
+        self.pending.insert(Pending::ACK);
         self.set_event(Event::Connected);
         self.set_event(Event::Writable);
         debug!(remote = %self.remote, negotiated = self.negotiated.0, "connected");

@@ -15,6 +15,7 @@ mod handshake;
 mod mtu;
 mod pacer;
 mod path_mtu;
+mod pending;
 mod recovery;
 mod recv_buffer;
 mod rtt;
@@ -41,6 +42,7 @@ use crate::wire::{ExtFlags, PacketType, Repr, SeqNr, Timestamp, HEADER_LEN};
 use mtu::PathMtu;
 pub(crate) use mtu::MAX_UDP_PAYLOAD_V4;
 use pacer::Pacer;
+use pending::Pending;
 use recv_buffer::{Arrival, RecvBuffer};
 use rtt::RttEstimator;
 use send_buffer::SendBuffer;
@@ -282,13 +284,12 @@ pub struct Connection {
     dont_fragment: bool,
     /// The tail loss probe of this episode went out (reset by progress).
     tail_probed: bool,
-    /// A zero-window probe may go out regardless of the peer's window.
-    probe_allowed: bool,
     write_blocked: bool,
 
     recv: RecvBuffer,
-    ack_pending: bool,
-    keepalive_pending: bool,
+    /// Output due besides data: ACK, keepalive, SYN-ACK, RESET, the FIN
+    /// ACK's echo, a zero-window probe.
+    pending: Pending,
     /// Window we last advertised.
     advertised_wnd: usize,
     /// The largest DATA packet the peer sent (header and payload).
@@ -299,9 +300,8 @@ pub struct Connection {
 
     /// Sequence number of the SYN (ours as initiator, the peer's as acceptor).
     syn_seq: SeqNr,
-    /// Acceptor: the sequence number of our SYN-ACK, and whether one is due.
+    /// Acceptor: the sequence number of our SYN-ACK.
     syn_ack_seq: SeqNr,
-    syn_ack_pending: bool,
     /// Acceptor before confirmation: bytes received from the peer (its SYNs)
     /// and bytes sent to it, for the anti-amplification limit.
     unconfirmed_received: usize,
@@ -314,9 +314,6 @@ pub struct Connection {
 
     /// Sequence number of our FIN once sent.
     fin_seq: Option<SeqNr>,
-    /// The ACK of the peer's FIN must go out once more with seq = our FIN
-    /// (libtorrent drops a STATE past our FIN; libutp one not past its ack).
-    fin_ack_echo: bool,
     /// Bytes of SYN data taken off the SYN after it went unanswered (see
     /// `withdraw_syn_data`); 0 when none were.
     syn_data_withdrawn: usize,
@@ -326,7 +323,6 @@ pub struct Connection {
     syn_held: bool,
     /// SYN-ACKs sent so far (the backoff of sending it again).
     syn_acks_sent: u32,
-    reset_pending: bool,
     error: Option<ConnectionError>,
     events: u8,
     last_send: Instant,
@@ -386,28 +382,23 @@ impl Connection {
             mtu,
             dont_fragment: false,
             tail_probed: false,
-            probe_allowed: false,
             write_blocked: false,
             recv: RecvBuffer::new(SeqNr(0), config.receive_buffer_size),
-            ack_pending: false,
-            keepalive_pending: false,
             advertised_wnd: 0,
             peer_packet: 0,
             reply_micro: 0,
             syn_seq: SeqNr(0),
             syn_ack_seq: SeqNr(0),
-            syn_ack_pending: false,
             unconfirmed_received: 0,
             unconfirmed_sent: 0,
             released: false,
             offered: ExtFlags::NONE,
             negotiated: ExtFlags::NONE,
             fin_seq: None,
-            fin_ack_echo: false,
             syn_data_withdrawn: 0,
             syn_held: false,
             syn_acks_sent: 0,
-            reset_pending: false,
+            pending: Pending::default(),
             error: None,
             events: 0,
             last_send: now,
@@ -628,7 +619,7 @@ impl Connection {
     /// I/O task poll for it; the rule is the engine's alone.
     #[must_use]
     pub fn ack_due(&self) -> bool {
-        self.ack_pending
+        self.pending.contains(Pending::ACK)
     }
 
     /// After a read, tell the peer that the window reopened if it had
@@ -641,7 +632,7 @@ impl Connection {
         // the peer would wait for its persist timer each time.
         let size = self.packet_size().max(self.peer_packet).min(self.recv.capacity() / 2).max(1);
         if self.advertised_wnd < size && wnd >= size {
-            self.ack_pending = true;
+            self.pending.insert(Pending::ACK);
         }
     }
 
@@ -693,11 +684,11 @@ impl Connection {
                 }
                 Timer::KeepAlive => {
                     if self.state == State::Established {
-                        self.keepalive_pending = true;
+                        self.pending.insert(Pending::KEEPALIVE);
                     }
                 }
                 Timer::Persist => {
-                    self.probe_allowed = true;
+                    self.pending.insert(Pending::WINDOW_PROBE);
                 }
                 // Only wakes the connection: the pacer allows the next packet.
                 Timer::Pace => {}
@@ -708,7 +699,7 @@ impl Connection {
                         debug!(remote = %self.remote, "close timed out waiting for the peer");
                         if self.released && self.state == State::Established {
                             // Tell a peer that still sends that nobody reads.
-                            self.reset_pending = true;
+                            self.pending.insert(Pending::RESET);
                         }
                         self.close(Some(ConnectionError::TimedOut));
                     }
@@ -749,7 +740,7 @@ impl Connection {
             // so it refreshes no timer; it does earn its answer's bytes.
             if self.state == State::SynRecv && pkt.seq_nr == self.syn_seq {
                 self.unconfirmed_received += len;
-                self.syn_ack_pending = true;
+                self.pending.insert(Pending::SYN_ACK);
                 // The initiator is still trying (its SYN-ACK was lost): the
                 // half-open life runs from its latest SYN. The endpoint's
                 // bound on half-open connections holds whatever SYNs come.
@@ -797,7 +788,7 @@ impl Connection {
             debug!(remote = %self.remote, "handshake confirmed");
             self.state = State::Established;
             self.timers.stop(Timer::Connect);
-            self.syn_ack_pending = false;
+            self.pending.remove(Pending::SYN_ACK);
             self.set_event(Event::Connected);
             if !self.sent.is_empty() {
                 // Data sent before confirmation was not retransmitted:
@@ -836,7 +827,7 @@ impl Connection {
                     debug!(remote = %self.remote, "peer finished sending");
                     self.set_event(Event::Readable);
                 }
-                self.ack_pending = true;
+                self.pending.insert(Pending::ACK);
             }
             PacketType::State | PacketType::Syn | PacketType::Reset => {}
         }

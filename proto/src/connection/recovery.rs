@@ -9,6 +9,7 @@ use tracing::{debug, trace};
 use crate::congestion::AckInfo;
 use crate::wire::{PacketType, Repr, SackIter, SeqNr, HEADER_LEN};
 
+use super::pending::Pending;
 use super::timer::Timer;
 use super::{Connection, ConnectionError, Event, LocalFin, State, REORDER_THRESHOLD};
 
@@ -30,7 +31,7 @@ impl Connection {
         // Data waits: the initiator's address may be a victim's (the timer
         // restarts on confirmation).
         if self.state == State::SynRecv {
-            self.syn_ack_pending = true;
+            self.pending.insert(Pending::SYN_ACK);
             return;
         }
         if self.sent.is_empty() || self.state == State::Closed {

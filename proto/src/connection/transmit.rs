@@ -11,6 +11,7 @@ use crate::wire::{
 };
 
 use super::mtu::ProbeForm;
+use super::pending::Pending;
 use super::recv_buffer::MAX_SACK_BYTES;
 use super::sent_packets::SentPacket;
 use super::timer::Timer;
@@ -66,8 +67,7 @@ impl Connection {
             return true;
         }
         if in_flight == 0 {
-            if self.probe_allowed {
-                self.probe_allowed = false;
+            if self.pending.take(Pending::WINDOW_PROBE) {
                 return true;
             }
             if !peer_ok && self.timers.get(Timer::Persist).is_none() {
@@ -88,8 +88,7 @@ impl Connection {
     /// Writes the next datagram into `buf`; returns its length.
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.dont_fragment = false;
-        if self.reset_pending {
-            self.reset_pending = false;
+        if self.pending.take(Pending::RESET) {
             if self.amplification_room().is_some_and(|room| room < HEADER_LEN) {
                 // Not even a RESET for an address that never confirmed.
                 return None;
@@ -112,8 +111,9 @@ impl Connection {
         // Until the initiator confirms the handshake, every ACK we send is
         // the SYN-ACK itself: an initiator still waiting for it takes any
         // STATE acknowledging its SYN for the SYN-ACK (its seq, its record).
-        if self.syn_ack_pending
-            || (self.state == State::SynRecv && (self.ack_pending || self.keepalive_pending))
+        if self.pending.contains(Pending::SYN_ACK)
+            || (self.state == State::SynRecv
+                && self.pending.intersects(Pending::ACK | Pending::KEEPALIVE))
         {
             let mut repr = self.header(now, PacketType::State, self.syn_ack_seq);
             let mut exts = Extensions::new();
@@ -127,9 +127,7 @@ impl Connection {
                 // SYN earns another answer).
                 return None;
             }
-            self.syn_ack_pending = false;
-            self.ack_pending = false;
-            self.keepalive_pending = false;
+            self.pending.remove(Pending::SYN_ACK | Pending::ACK | Pending::KEEPALIVE);
             self.advertised_wnd = repr.wnd_size as usize;
             if self.state == State::SynRecv {
                 let backoff = 2u32.saturating_pow(self.syn_acks_sent.min(16));
@@ -160,21 +158,19 @@ impl Connection {
     }
 
     pub(super) fn transmit_ack(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        if self.ack_pending {
+        if self.pending.contains(Pending::ACK) {
             let repr = self.header(now, PacketType::State, self.sent.next_seq());
             // Acknowledging the peer's FIN after ours went out: echo it.
-            self.fin_ack_echo = self.fin_seq.is_some() && self.recv.is_eof();
+            self.pending.set(Pending::FIN_ACK_ECHO, self.fin_seq.is_some() && self.recv.is_eof());
             return self.emit_with_sack_payload(now, repr, buf, self.send_buf.unsent(), 0);
         }
-        if self.fin_ack_echo {
-            self.fin_ack_echo = false;
+        if self.pending.take(Pending::FIN_ACK_ECHO) {
             if let Some(fin) = self.fin_seq {
                 let repr = self.header(now, PacketType::State, fin);
                 return self.finish_emit(now, &repr, buf, 0);
             }
         }
-        if self.keepalive_pending {
-            self.keepalive_pending = false;
+        if self.pending.take(Pending::KEEPALIVE) {
             let mut repr = self.header(now, PacketType::State, self.sent.next_seq());
             // libutp's keepalive: a duplicate ACK of the packet before the last.
             repr.ack_nr = self.recv.ack_nr() - 1;
@@ -400,7 +396,7 @@ impl Connection {
         }
         let at = repr.emit_header(buf, len).ok()?;
         self.send_buf.copy_out(offset, &mut buf[at..at + len]);
-        self.ack_pending = false;
+        self.pending.remove(Pending::ACK);
         self.advertised_wnd = repr.wnd_size as usize;
         self.account_sent(now, at + len, len)
     }
