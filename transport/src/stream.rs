@@ -143,10 +143,20 @@ impl StreamShared {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
+        self.poll_read_with(cx, |conn| conn.read(buf))
+    }
+
+    /// A read: `read` runs under the lock, with the connection (so that it
+    /// may size its buffer by what is readable).
+    fn poll_read_with(
+        &self,
+        cx: &mut Context<'_>,
+        read: impl FnOnce(&mut utp_proto::Connection) -> Result<usize, ReadError>,
+    ) -> Poll<io::Result<usize>> {
         let mut guard = self.shared.inner.lock();
         let inner = &mut *guard;
         let conn = inner.endpoint.connection_mut(self.handle).ok_or_else(gone)?;
-        match conn.read(buf) {
+        match read(conn) {
             Ok(n) => {
                 let ack_due = conn.ack_due();
                 drop(guard);
@@ -709,7 +719,15 @@ macro_rules! impl_read {
                 cx: &mut Context<'_>,
                 buf: &mut tokio::io::ReadBuf<'_>,
             ) -> Poll<io::Result<()>> {
-                let n = std::task::ready!(self.inner.poll_read(cx, buf.initialize_unfilled()))?;
+                if buf.remaining() == 0 {
+                    return Poll::Ready(Ok(()));
+                }
+                let n = std::task::ready!(self.inner.poll_read_with(cx, |conn| {
+                    // Zero only what the read may fill, not all of an
+                    // uninitialised buffer (a `Vec`'s spare capacity).
+                    let want = buf.remaining().min(conn.readable_bytes().max(1));
+                    conn.read(buf.initialize_unfilled_to(want))
+                }))?;
                 buf.advance(n);
                 Poll::Ready(Ok(()))
             }

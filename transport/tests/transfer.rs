@@ -298,3 +298,37 @@ async fn path_mtu_discovery_finds_the_loopback_mtu() {
         assert!((65_488 - 65_488 / 64..=65_488).contains(&v6.packet_size), "{v6:?}");
     }
 }
+
+/// `read_buf` into a `Vec`'s spare capacity (uninitialised memory: the
+/// stream initialises only what each read fills) gets every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_buf_into_spare_capacity() {
+    use tokio::io::AsyncReadExt;
+    init_tracing();
+    let server = socket(test_config()).await;
+    let client = socket(test_config()).await;
+    let addr = server.local_addr().unwrap();
+    let test = async move {
+        let mut s = client.connect(addr).await.unwrap();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            s.write_all(&sent).await.unwrap();
+            s.shutdown().await.unwrap();
+            s
+        });
+        let mut peer = server.accept().await.unwrap();
+        let mut got = Vec::with_capacity(1 << 20);
+        let mut calls = 0;
+        while peer.read_buf(&mut got).await.unwrap() > 0 {
+            calls += 1;
+            if got.capacity() - got.len() < 1024 {
+                got.reserve(1 << 20);
+            }
+        }
+        assert!(got == data, "{} of {} bytes, or out of order", got.len(), data.len());
+        assert!(calls >= 1);
+        drop(writer.await.unwrap());
+    };
+    bounded(30, "read_buf", test).await;
+}
