@@ -14,6 +14,13 @@ pub(crate) const MAX_REORDER: usize = 1024;
 /// How far one packet may push the buffer past its capacity.
 const MAX_PACKET_SLACK: usize = 1500;
 
+/// Payload buffers of delivered out-of-order packets kept for the next
+/// ones, at most, and the largest kept: out-of-order arrivals (every packet
+/// after a loss, until the retransmission) take no allocation each, and a
+/// connection keeps 32 KiB of them at most.
+const SPARE_BUFFERS: usize = 16;
+const SPARE_BUFFER_MAX: usize = 2048;
+
 /// Bytes of selective ACK bitmask at most (multiple of 4): 256 packets.
 pub(crate) const MAX_SACK_BYTES: usize = 32;
 
@@ -64,6 +71,8 @@ pub(crate) struct RecvBuffer {
     fin: Option<SeqNr>,
     /// The FIN was reached in order: no more data will come.
     eof: bool,
+    /// Emptied payload buffers of held packets, for the next ones.
+    spare: Vec<Vec<u8>>,
 }
 
 impl RecvBuffer {
@@ -79,6 +88,7 @@ impl RecvBuffer {
             boundary_bytes: 0,
             fin: None,
             eof: false,
+            spare: Vec::new(),
         }
     }
 
@@ -149,7 +159,10 @@ impl RecvBuffer {
         if index == 0 {
             while !self.fits(cost) {
                 match self.held.pop_back() {
-                    Some(Some(h)) => self.held_bytes -= h.cost(),
+                    Some(Some(h)) => {
+                        self.held_bytes -= h.cost();
+                        self.recycle(h.payload);
+                    }
                     Some(None) => {}
                     None => break,
                 }
@@ -172,6 +185,7 @@ impl RecvBuffer {
                 self.held_bytes -= h.cost();
                 self.ack_nr = self.ack_nr.next();
                 self.deliver(&h.payload, h.meta.as_deref(), h.fin);
+                self.recycle(h.payload);
             }
             Arrival::InOrder
         } else {
@@ -182,9 +196,18 @@ impl RecvBuffer {
                 return Arrival::Duplicate;
             }
             self.held_bytes += cost;
-            self.held[index] =
-                Some(Held { payload: payload.to_vec(), meta: meta.map(Box::from), fin });
+            let mut buf = self.spare.pop().unwrap_or_default();
+            buf.clear();
+            buf.extend_from_slice(payload);
+            self.held[index] = Some(Held { payload: buf, meta: meta.map(Box::from), fin });
             Arrival::OutOfOrder
+        }
+    }
+
+    /// Keeps an emptied payload buffer for the next out-of-order packet.
+    fn recycle(&mut self, buf: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS && buf.capacity() <= SPARE_BUFFER_MAX {
+            self.spare.push(buf);
         }
     }
 
@@ -219,6 +242,7 @@ impl RecvBuffer {
         self.drop_readable();
         self.held = VecDeque::new();
         self.held_bytes = 0;
+        self.spare = Vec::new();
     }
 
     /// Drops the in-order bytes and message ends nobody will read (the
@@ -310,6 +334,31 @@ mod tests {
         assert_eq!(rb.read(&mut out), 4);
         assert_eq!(&out[..4], b"abcd");
         assert_eq!(rb.insert(SeqNr(103), b"x", None, false), Arrival::Duplicate);
+    }
+
+    /// Held packets' buffers go round: after the first loss episode, the
+    /// next one's out-of-order packets reuse them (no allocation each).
+    #[test]
+    fn held_buffers_are_reused() {
+        let mut rb = RecvBuffer::new(SeqNr(0), 1 << 20);
+        let packet = [7u8; 1400];
+        for seq in 2..6 {
+            rb.insert(SeqNr(seq), &packet, None, false);
+        }
+        assert!(rb.spare.is_empty());
+        rb.insert(SeqNr(1), &packet, None, false);
+        assert_eq!(rb.spare.len(), 4, "delivered: their buffers kept");
+        let kept: Vec<*const u8> = rb.spare.iter().map(|b| b.as_ptr()).collect();
+        for seq in 7..11 {
+            rb.insert(SeqNr(seq), &packet, None, false);
+        }
+        assert!(rb.spare.is_empty(), "all four reused");
+        let used: Vec<*const u8> = rb.held.iter().flatten().map(|h| h.payload.as_ptr()).collect();
+        assert!(used.iter().all(|p| kept.contains(p)));
+        let mut out = vec![0u8; 8 * 1400];
+        assert_eq!(rb.read(&mut out), 5 * 1400);
+        rb.insert(SeqNr(6), &packet, None, false);
+        assert_eq!(rb.read(&mut out), 5 * 1400, "the second episode delivered in order");
     }
 
     #[test]
