@@ -183,6 +183,9 @@ pub struct Endpoint {
     free: Vec<usize>,
     live: usize,
     by_key: HashMap<(SocketAddr, u16), usize>,
+    /// The last key found in `by_key` and its slot: a bulk transfer's
+    /// datagrams skip the hashing (cleared whenever `by_key` changes).
+    last_key: Option<((SocketAddr, u16), usize)>,
     /// SYNs handed out as `Incoming` and not yet decided: (remote, syn id).
     pending: HashMap<(SocketAddr, u16), Instant>,
     send_queue: VecDeque<usize>,
@@ -229,6 +232,7 @@ impl Endpoint {
             free: Vec::new(),
             live: 0,
             by_key: HashMap::new(),
+            last_key: None,
             pending: HashMap::new(),
             send_queue: VecDeque::new(),
             event_queue: VecDeque::new(),
@@ -459,6 +463,7 @@ impl Endpoint {
             let key = (slot.conn.remote(), slot.conn.recv_id());
             if self.by_key.get(&key) == Some(&index) {
                 self.by_key.remove(&key);
+                self.last_key = None;
             }
         }
     }
@@ -543,6 +548,7 @@ impl Endpoint {
             }
         };
         self.by_key.insert(key, index);
+        self.last_key = None;
         self.live += 1;
         self.touch(index);
         ConnectionHandle(index)
@@ -660,8 +666,13 @@ impl Endpoint {
         if repr.packet_type == PacketType::Syn {
             return self.handle_syn(now, remote, &repr, data);
         }
-        let index = match self.by_key.get(&(remote, id)) {
-            Some(&i) => Some(i),
+        let key = (remote, id);
+        let cached = self.last_key.filter(|&(k, _)| k == key).map(|(_, i)| i);
+        let index = match cached.or_else(|| self.by_key.get(&key).copied()) {
+            Some(i) => {
+                self.last_key = Some((key, i));
+                Some(i)
+            }
             None if repr.packet_type == PacketType::Reset => self.find_by_send_id(remote, id),
             None => None,
         };
