@@ -7,7 +7,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use clap::{Subcommand, ValueEnum};
 use libp2p_utp::{Config, UtpSocket};
@@ -167,14 +167,23 @@ async fn pump<W: AsyncWrite + Unpin>(w: &mut W, block: &[u8], size: u64) -> io::
     w.shutdown().await
 }
 
-/// Reads to the end; returns the byte count.
+/// Reads to the end; returns the byte count. The read buffers go round
+/// through a pool: a fresh 256 KiB per connection would cost page faults
+/// that belong to the bench, not to the transport measured.
 async fn drain<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<u64> {
-    let mut buf = vec![0u8; BLOCK];
+    static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    let mut buf =
+        POOL.lock().map(|mut p| p.pop()).ok().flatten().unwrap_or_else(|| vec![0u8; BLOCK]);
     let mut total = 0;
-    loop {
-        match r.read(&mut buf).await? {
-            0 => return Ok(total),
-            n => total += n as u64,
+    let result = loop {
+        match r.read(&mut buf).await {
+            Ok(0) => break Ok(total),
+            Ok(n) => total += n as u64,
+            Err(e) => break Err(e),
         }
+    };
+    if let Ok(mut pool) = POOL.lock() {
+        pool.push(buf);
     }
+    result
 }
