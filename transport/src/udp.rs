@@ -410,7 +410,10 @@ impl SendBatch {
     /// Sends without waiting; returns `false` if the socket is full (wait
     /// for it to become writable, the unsent transmits are kept).
     pub(crate) fn send(&mut self, socket: &UdpSocket, io: &Io) -> bool {
-        let mut retries = 0;
+        let mut interrupted = 0;
+        // The transmit at `sent` failed once with an error an ICMP message
+        // for an earlier datagram may have left on the socket.
+        let mut retried = false;
         while self.sent < self.queued.len() {
             let (start, q) = self.queued[self.sent];
             let contents = &self.buf[start..start + q.len];
@@ -428,7 +431,10 @@ impl SendBatch {
                         segment_size: q.segment_size,
                         src_ip: q.src,
                     };
-                    socket.try_io(Interest::WRITABLE, || state.send(socket.into(), &transmit))
+                    // `try_send`: quinn-udp's `send` reports every error
+                    // but WouldBlock as success, which would lose a whole
+                    // run to an ICMP error of an earlier datagram.
+                    socket.try_io(Interest::WRITABLE, || state.try_send(socket.into(), &transmit))
                 }
                 // (No runs: the engine is asked for one datagram at a time.)
                 Io::Plain => socket.try_send_to(contents, q.destination).map(|_| ()),
@@ -439,21 +445,31 @@ impl SendBatch {
                 }
             }
             match result {
-                Ok(()) => self.sent += 1,
+                Ok(()) => {
+                    self.sent += 1;
+                    retried = false;
+                }
                 Err(e) if q.dont_fragment && is_emsgsize(&e) => {
                     let (to, size) = (q.destination, q.len);
                     debug!(%to, size, "path MTU probe larger than the route allows");
                     self.too_big.push((to, size));
                     self.sent += 1;
+                    retried = false;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
-                Err(e) if retry(&e, &mut retries) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted && interrupted < 8 => {
+                    interrupted += 1;
+                }
+                // Most likely an earlier datagram's ICMP error, reported
+                // once: this transmit did not leave; it goes again.
+                Err(e) if !retried && is_pending_icmp_error(&e) => retried = true,
                 Err(e) => {
                     // Unreachable network, bad address family...: the
                     // datagrams are lost; the connection retransmits or
                     // times out.
                     debug!(error = %e, to = %q.destination, "UDP send error");
                     self.sent += 1;
+                    retried = false;
                 }
             }
         }
@@ -461,19 +477,46 @@ impl SendBatch {
     }
 }
 
-/// Retries a call that failed for no reason of its own: interrupted, or
-/// handed an ICMP error the kernel reports once on the socket's next call
-/// (`ECONNREFUSED`, with `IP_RECVERR`: the error itself waits in the error
-/// queue, see `icmp.rs`). A few times per batch at most, so that a flood of
-/// ICMP errors cannot hold the driver in a loop.
+/// Retries a receive that failed for no reason of its own: interrupted, or
+/// handed the error of an ICMP message for an earlier datagram, which the
+/// kernel reports once as the result of the socket's next call (with
+/// `IP_RECVERR`; the message itself waits in the error queue, see
+/// `icmp.rs`). A few times per batch at most, so that a flood of ICMP
+/// errors cannot hold the driver in a loop.
 fn retry(e: &io::Error, retries: &mut u32) -> bool {
-    let transient =
-        matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionRefused);
+    let transient = e.kind() == io::ErrorKind::Interrupted || is_pending_icmp_error(e);
     if transient && *retries < 8 {
         *retries += 1;
         return true;
     }
     false
+}
+
+/// An error that an ICMP message for an earlier datagram may leave on the
+/// socket (port, host or network unreachable, fragmentation needed, time
+/// exceeded, parameter problem, administratively prohibited): it fails the
+/// next call once, whatever that call sends.
+fn is_pending_icmp_error(e: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            e.raw_os_error(),
+            Some(
+                libc::ECONNREFUSED
+                    | libc::EHOSTUNREACH
+                    | libc::ENETUNREACH
+                    | libc::EHOSTDOWN
+                    | libc::EPROTO
+                    | libc::ENOPROTOOPT
+                    | libc::EMSGSIZE
+                    | libc::EACCES
+            )
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        e.kind() == io::ErrorKind::ConnectionRefused
+    }
 }
 
 /// The send failed because the datagram is larger than the route's MTU.
@@ -549,6 +592,44 @@ mod tests {
         assert!(datagrams <= BATCH, "{datagrams}");
         assert_eq!(asked[0].0, 16);
         assert!(asked.iter().all(|&(s, _)| s <= 16));
+    }
+
+    /// With ICMP errors queued (`IP_RECVERR`), the port unreachable of an
+    /// earlier datagram fails the next send once: the transmit goes again
+    /// instead of being lost (quinn-udp's `send` reported it as sent).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_earlier_datagrams_icmp_error_does_not_lose_the_next() {
+        for batched in [true, false] {
+            let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let io = Io::new(&socket, batched);
+            crate::icmp::enable(&socket).unwrap();
+            let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+            let peer = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            peer.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+            let to = peer.local_addr().unwrap();
+            // Draws a port unreachable: the socket's next call fails once.
+            socket.send_to(b"x", closed).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let mut batch = SendBatch::new(1500);
+            let mut once = true;
+            batch.fill(1, |buf, _, _| {
+                std::mem::take(&mut once).then(|| {
+                    buf[..5].copy_from_slice(b"hello");
+                    Queued {
+                        destination: to,
+                        len: 5,
+                        segment_size: None,
+                        dont_fragment: false,
+                        src: None,
+                    }
+                })
+            });
+            assert!(batch.send(&socket, &io));
+            let mut got = [0u8; 16];
+            let (n, _) = peer.recv_from(&mut got).expect("the datagram arrived");
+            assert_eq!(&got[..n], b"hello", "batched {batched}");
+        }
     }
 
     /// A receive batch starts with one slot and grows when a receive fills
