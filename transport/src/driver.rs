@@ -111,20 +111,26 @@ impl Driver {
         loop {
             let now = Instant::now();
             let rx_more = self.rx.recv(socket, &self.io);
-            let icmp_more = self.icmp_errors
-                && icmp::drain(socket, |to, quote| self.unreachable.push((to, quote.to_vec())));
+            let icmp_more = self.icmp_errors && {
+                match icmp::drain(socket, |to, quote| self.unreachable.push((to, quote.to_vec()))) {
+                    Ok(more) => more,
+                    Err(e) => {
+                        // Its readiness would stay set: stop reading it.
+                        debug!(error = %e, "reading the error queue failed: ICMP errors ignored");
+                        self.icmp_errors = false;
+                        false
+                    }
+                }
+            };
             let mut tx_more = false;
             let (timeout, unused) = {
                 let mut guard = shared.inner.lock();
                 let inner = &mut *guard;
                 self.handle_datagrams(inner, now);
                 for (to, quote) in self.unreachable.drain(..) {
-                    // A dual-stack socket reports IPv4 errors as mapped
-                    // addresses; the dial may know either form.
-                    let canonical = SocketAddr::new(to.ip().to_canonical(), to.port());
-                    if !inner.endpoint.handle_port_unreachable(now, to, &quote) && canonical != to {
-                        inner.endpoint.handle_port_unreachable(now, canonical, &quote);
-                    }
+                    // (A dual-stack socket dials IPv4 peers by their mapped
+                    // address, and the kernel reports their errors so.)
+                    inner.endpoint.handle_port_unreachable(now, to, &quote);
                 }
                 for (to, size) in self.tx.take_too_big() {
                     inner.endpoint.handle_packet_too_big(now, to, size);

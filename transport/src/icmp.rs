@@ -20,7 +20,6 @@ use std::net::SocketAddr;
 
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tracing::debug;
 
 /// Errors read per call at most (the driver comes back for more).
 const MAX_PER_CALL: usize = 64;
@@ -53,25 +52,23 @@ pub(crate) fn enable(socket: &UdpSocket) -> io::Result<()> {
 /// Reads queued ICMP errors without waiting and calls `port_unreachable`
 /// with the destination and the quoted payload of each port unreachable;
 /// other errors (host unreachable, fragmentation needed...) are dropped.
-/// Returns `true` if more may be queued.
+/// Returns whether more may be queued, or the error that stops the reading
+/// (the caller stops waiting for the queue: its readiness would stay set).
 pub(crate) fn drain(
     socket: &UdpSocket,
     mut port_unreachable: impl FnMut(SocketAddr, &[u8]),
-) -> bool {
+) -> io::Result<bool> {
     for _ in 0..MAX_PER_CALL {
         let mut quote = [0u8; QUOTE];
         match socket.try_io(Interest::ERROR, || recv_error(socket, &mut quote)) {
             Ok(Some((destination, len))) => port_unreachable(destination, &quote[..len]),
             Ok(None) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => {
-                debug!(error = %e, "reading the socket's error queue failed");
-                return false;
-            }
+            Err(e) => return Err(e),
         }
     }
-    true
+    Ok(true)
 }
 
 /// One `recvmsg(MSG_ERRQUEUE)`: the destination of the datagram a port
