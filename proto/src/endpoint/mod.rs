@@ -859,6 +859,19 @@ impl Endpoint {
         let mut used = size;
         let mut count = 1;
         while count < max_segments && used + size <= max_run_bytes.min(buf.len()) {
+            // The next datagram's destination, when it is known before it is
+            // formed: a datagram for another peer would only be formed here
+            // to be kept (a copy out and back in) for the next call.
+            let next_remote = match self.resets.front() {
+                Some(&(remote, ..)) => Some(remote),
+                None => self
+                    .send_queue
+                    .front()
+                    .and_then(|&i| Some(self.slots.get(i)?.as_ref()?.conn.remote())),
+            };
+            if next_remote.is_some_and(|r| r != t.destination) {
+                break;
+            }
             let Some(next) = self.poll_one(now, &mut buf[used..]) else { break };
             if next.destination != t.destination || next.dont_fragment || next.size > size {
                 self.stash.clear();
