@@ -6,7 +6,9 @@
 //! (and one writes stdout) with plain blocking calls on blocks of
 //! [`BLOCK`] bytes, handing the blocks over a bounded channel: one
 //! hand-over per block, and the blocks go round between the two sides
-//! instead of being allocated afresh.
+//! instead of being allocated afresh. A block keeps its full length and
+//! travels with the count of bytes it holds, so that nothing is zeroed
+//! again when it is reused.
 
 use std::io::{self, Read, Write};
 use std::sync::mpsc as std_mpsc;
@@ -23,7 +25,7 @@ const DEPTH: usize = 4;
 /// stdin as a stream of blocks, read by a thread of its own.
 #[derive(Debug)]
 pub struct StdinBlocks {
-    full: mpsc::Receiver<io::Result<Vec<u8>>>,
+    full: mpsc::Receiver<io::Result<(Vec<u8>, usize)>>,
     empty: std_mpsc::Sender<Vec<u8>>,
 }
 
@@ -39,8 +41,7 @@ impl StdinBlocks {
         let (full_tx, full) = mpsc::channel(DEPTH);
         let (empty, empty_rx) = std_mpsc::channel::<Vec<u8>>();
         thread::Builder::new().name("stdin".into()).spawn(move || loop {
-            let mut block = empty_rx.try_recv().unwrap_or_default();
-            block.resize(BLOCK, 0);
+            let mut block = empty_rx.try_recv().unwrap_or_else(|_| vec![0u8; BLOCK]);
             let result = loop {
                 match input.read(&mut block) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -49,10 +50,7 @@ impl StdinBlocks {
             };
             let (done, item) = match result {
                 Ok(0) => return,
-                Ok(n) => {
-                    block.truncate(n);
-                    (false, Ok(block))
-                }
+                Ok(n) => (false, Ok((block, n))),
                 Err(e) => (true, Err(e)),
             };
             if full_tx.blocking_send(item).is_err() || done {
@@ -62,12 +60,13 @@ impl StdinBlocks {
         Ok(StdinBlocks { full, empty })
     }
 
-    /// The next block; `None` at the end of stdin.
-    pub async fn next(&mut self) -> Option<io::Result<Vec<u8>>> {
+    /// The next block and how many of its bytes were read; `None` at the
+    /// end of stdin.
+    pub async fn next(&mut self) -> Option<io::Result<(Vec<u8>, usize)>> {
         self.full.recv().await
     }
 
-    /// Gives a block back for reuse.
+    /// Gives a block back for reuse (whole, as [`StdinBlocks::next`] gave it).
     pub fn recycle(&self, block: Vec<u8>) {
         let _ = self.empty.send(block);
     }
@@ -76,7 +75,7 @@ impl StdinBlocks {
 /// stdout fed with blocks, written by a thread of its own.
 #[derive(Debug)]
 pub struct StdoutBlocks {
-    full: mpsc::Sender<Vec<u8>>,
+    full: mpsc::Sender<(Vec<u8>, usize)>,
     empty: std_mpsc::Receiver<Vec<u8>>,
     done: oneshot::Receiver<io::Result<()>>,
 }
@@ -89,13 +88,13 @@ impl StdoutBlocks {
 
     /// The same to any writer (for tests).
     pub fn spawn_to<W: Write + Send + 'static>(mut output: W) -> io::Result<StdoutBlocks> {
-        let (full, mut full_rx) = mpsc::channel::<Vec<u8>>(DEPTH);
+        let (full, mut full_rx) = mpsc::channel::<(Vec<u8>, usize)>(DEPTH);
         let (empty_tx, empty) = std_mpsc::channel();
         let (done_tx, done) = oneshot::channel();
         thread::Builder::new().name("stdout".into()).spawn(move || {
             let mut result = Ok(());
-            while let Some(block) = full_rx.blocking_recv() {
-                if let Err(e) = output.write_all(&block) {
+            while let Some((block, len)) = full_rx.blocking_recv() {
+                if let Err(e) = output.write_all(&block[..len]) {
                     result = Err(e);
                     break;
                 }
@@ -106,16 +105,16 @@ impl StdoutBlocks {
         Ok(StdoutBlocks { full, empty, done })
     }
 
-    /// An empty block to fill (reused when one came back).
+    /// A block of [`BLOCK`] bytes to fill (reused when one came back).
     pub fn block(&self) -> Vec<u8> {
-        let mut block = self.empty.try_recv().unwrap_or_default();
-        block.resize(BLOCK, 0);
-        block
+        self.empty.try_recv().unwrap_or_else(|_| vec![0u8; BLOCK])
     }
 
-    /// Queues a block for writing; waits while four blocks are queued.
-    pub async fn write(&mut self, block: Vec<u8>) -> io::Result<()> {
-        if self.full.send(block).await.is_err() {
+    /// Queues the first `len` bytes of `block` for writing; waits while
+    /// four blocks are queued.
+    pub async fn write(&mut self, block: Vec<u8>, len: usize) -> io::Result<()> {
+        let len = len.min(block.len());
+        if self.full.send((block, len)).await.is_err() {
             // The thread stopped: its error says why.
             return match (&mut self.done).await {
                 Ok(Err(e)) => Err(e),
@@ -155,13 +154,12 @@ mod tests {
         let mut output = StdoutBlocks::spawn_to(Shared(sink.clone())).unwrap();
         let mut blocks = 0;
         while let Some(block) = input.next().await {
-            let block = block.unwrap();
+            let (block, len) = block.unwrap();
             blocks += 1;
             let mut out = output.block();
-            out.truncate(block.len());
-            out.copy_from_slice(&block);
+            out[..len].copy_from_slice(&block[..len]);
             input.recycle(block);
-            output.write(out).await.unwrap();
+            output.write(out, len).await.unwrap();
         }
         output.finish().await.unwrap();
         assert_eq!(*sink.lock().unwrap(), data);

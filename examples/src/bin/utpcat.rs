@@ -346,8 +346,8 @@ async fn pipe_stdio(stream: UtpStream) -> CatResult {
     let mut stdout = ctx(StdoutBlocks::spawn(), "starting the stdout thread")?;
     let upload = async move {
         while let Some(block) = stdin.next().await {
-            let block = ctx(block, "reading stdin")?;
-            ctx(wr.write_all(&block).await, "sending")?;
+            let (block, len) = ctx(block, "reading stdin")?;
+            ctx(wr.write_all(&block[..len]).await, "sending")?;
             stdin.recycle(block);
         }
         ctx(wr.shutdown().await, "closing the sending side")?;
@@ -369,8 +369,7 @@ async fn pipe_stdio(stream: UtpStream) -> CatResult {
                     _ => break,
                 }
             }
-            block.truncate(len);
-            ctx(stdout.write(block).await, "writing to stdout")?;
+            ctx(stdout.write(block, len).await, "writing to stdout")?;
         }
         ctx(stdout.finish().await, "writing to stdout")
     };
