@@ -128,8 +128,14 @@ pub(crate) fn run(pair: Pair, timeout: Duration) -> io::Result<Measured> {
     let mut wall = None;
     while tx_done.is_none() || rx_done.is_none() {
         if Instant::now() > deadline {
-            tx.kill();
-            rx.kill();
+            // Only the children not reaped yet: a reaped one's pid may
+            // belong to another process by now.
+            if tx_done.is_none() {
+                tx.kill();
+            }
+            if rx_done.is_none() {
+                rx.kill();
+            }
             return Err(io::Error::new(io::ErrorKind::TimedOut, "run timed out"));
         }
         if tx_done.is_none() {
