@@ -28,6 +28,24 @@ fn dialing(seed: u64, now: Instant) -> (Endpoint, ConnectionHandle, Vec<u8>) {
     (ep, h, out[0].1.clone())
 }
 
+/// The FIN among the datagrams `out`.
+fn our_fin(out: &[(SocketAddr, Vec<u8>)]) -> Vec<u8> {
+    out.iter()
+        .map(|(_, d)| d.clone())
+        .find(|d| Repr::parse_bytes(d).is_ok_and(|r| r.packet_type == PacketType::Fin))
+        .expect("our FIN")
+}
+
+/// Whether `event` of connection `h` is among the events `ep` holds (all
+/// of them are taken).
+fn saw(ep: &mut Endpoint, h: ConnectionHandle, event: Event) -> bool {
+    let mut seen = false;
+    while let Some((handle, e)) = ep.poll_event() {
+        seen |= handle == h && e == event;
+    }
+    seen
+}
+
 fn refused(ep: &Endpoint, h: ConnectionHandle) -> bool {
     ep.connection(h).and_then(|c| c.error()) == Some(ConnectionError::Refused)
 }
@@ -42,11 +60,7 @@ fn port_unreachable_refuses_a_dial_at_once() {
     let (mut ep, h, syn) = dialing(1, now);
     assert!(ep.handle_port_unreachable(now, addr(PEER), &syn));
     assert!(refused(&ep, h));
-    let mut closed = false;
-    while let Some((handle, event)) = ep.poll_event() {
-        closed |= handle == h && event == Event::Closed;
-    }
-    assert!(closed, "the application hears of it");
+    assert!(saw(&mut ep, h, Event::Closed), "the application hears of it");
     assert_eq!(ep.stats().dials_refused_by_icmp, 1);
     // Nothing goes out any more (no SYN retransmission).
     assert!(drain(&mut ep, now + Duration::from_secs(5)).is_empty());
@@ -189,11 +203,7 @@ fn port_unreachable_completes_a_finished_close() {
     // server's program exits.
     client.connection_mut(h).unwrap().shutdown();
     let out = drain(&mut client, now);
-    let fin = out
-        .iter()
-        .map(|(_, d)| d.clone())
-        .find(|d| Repr::parse_bytes(d).is_ok_and(|r| r.packet_type == PacketType::Fin))
-        .expect("our FIN");
+    let fin = our_fin(&out);
     let repr = Repr::parse_bytes(&fin).unwrap();
     // Wrong sequence number, wrong id, a SYN's type: ignored.
     let mut forged = fin.clone();
@@ -211,11 +221,7 @@ fn port_unreachable_completes_a_finished_close() {
     assert!(client.handle_port_unreachable(now, addr(PEER), &fin));
     let conn = client.connection(h).unwrap();
     assert!(conn.is_closed() && conn.error().is_none(), "closed cleanly");
-    let mut finished = false;
-    while let Some((handle, event)) = client.poll_event() {
-        finished |= handle == h && event == Event::Finished;
-    }
-    assert!(finished, "the application hears that the close completed");
+    assert!(saw(&mut client, h, Event::Finished), "the application hears that the close completed");
     assert_eq!(client.stats().closes_completed_by_icmp, 1);
 }
 
@@ -229,11 +235,7 @@ fn port_unreachable_spares_an_unfinished_close() {
     client.connection_mut(h).unwrap().write(&[5u8; 3000]).unwrap();
     client.connection_mut(h).unwrap().shutdown();
     let out = drain(&mut client, now);
-    let fin = out
-        .iter()
-        .map(|(_, d)| d.clone())
-        .find(|d| Repr::parse_bytes(d).is_ok_and(|r| r.packet_type == PacketType::Fin))
-        .expect("our FIN");
+    let fin = our_fin(&out);
     // Data and FIN unacknowledged, no FIN from the peer.
     assert!(!client.handle_port_unreachable(now, addr(PEER), &fin));
     // Everything acknowledged, but still no FIN from the peer.
