@@ -69,8 +69,9 @@ struct Driver {
     wakers: Vec<Waker>,
     /// The kernel queues ICMP errors for this socket (see `icmp.rs`).
     icmp_errors: bool,
-    /// Port unreachables read from the error queue: (destination, quote).
-    unreachable: Vec<(SocketAddr, Vec<u8>)>,
+    /// Port unreachables read from the error queue: (destination, quote,
+    /// its length); no allocation per error.
+    unreachable: Vec<(SocketAddr, [u8; icmp::QUOTE], usize)>,
 }
 
 impl Driver {
@@ -112,7 +113,14 @@ impl Driver {
             let now = Instant::now();
             let rx_more = self.rx.recv(socket, &self.io);
             let icmp_more = self.icmp_errors && {
-                match icmp::drain(socket, |to, quote| self.unreachable.push((to, quote.to_vec()))) {
+                let unreachable = &mut self.unreachable;
+                let keep = |to, quote: &[u8]| {
+                    let mut kept = [0u8; icmp::QUOTE];
+                    let len = quote.len().min(icmp::QUOTE);
+                    kept[..len].copy_from_slice(&quote[..len]);
+                    unreachable.push((to, kept, len));
+                };
+                match icmp::drain(socket, keep) {
                     Ok(more) => more,
                     Err(e) => {
                         // Its readiness would stay set: stop reading it.
@@ -127,10 +135,10 @@ impl Driver {
                 let mut guard = shared.inner.lock();
                 let inner = &mut *guard;
                 self.handle_datagrams(inner, now);
-                for (to, quote) in self.unreachable.drain(..) {
+                for (to, quote, len) in self.unreachable.drain(..) {
                     // (A dual-stack socket dials IPv4 peers by their mapped
                     // address, and the kernel reports their errors so.)
-                    inner.endpoint.handle_port_unreachable(now, to, &quote);
+                    inner.endpoint.handle_port_unreachable(now, to, &quote[..len]);
                 }
                 for (to, size) in self.tx.take_too_big() {
                     inner.endpoint.handle_packet_too_big(now, to, size);

@@ -25,7 +25,7 @@ use tokio::net::UdpSocket;
 const MAX_PER_CALL: usize = 64;
 
 /// Bytes of the quoted datagram kept: a uTP header and then some.
-const QUOTE: usize = 64;
+pub(crate) const QUOTE: usize = 64;
 
 /// Asks the kernel to queue ICMP errors on `socket`. Elsewhere than on
 /// Linux nothing changes (a dial to a closed port times out).
