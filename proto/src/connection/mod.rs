@@ -9,6 +9,7 @@
 //! data) and `unreachable` (ICMP). The buffers, RTT estimator, pacer,
 //! timers and path MTU search are types of their own.
 
+mod chunks;
 mod close;
 mod early;
 mod handshake;
