@@ -113,7 +113,18 @@ async fn libtorrent_seeds_ours(route: Route, len: usize) {
     let t0 = Instant::now();
     let mut stream = tokio::time::timeout(LIMIT, sock.connect(addr)).await.unwrap().unwrap();
     let (path, report) =
-        bittorrent::download_to_dir(&mut stream, &meta, out.path(), &opts()).await.unwrap();
+        match bittorrent::download_to_dir(&mut stream, &meta, out.path(), &opts()).await {
+            Ok(done) => done,
+            Err(e) => panic!(
+                "download from libtorrent over {} (loss {:?}) failed after {:.2?}: {e}; \
+                 our stats {:?}; relay {:?}",
+                route.ip,
+                route.loss,
+                t0.elapsed(),
+                stream.stats(),
+                relay.map(|r| r.stats()),
+            ),
+        };
     let elapsed = t0.elapsed();
     let got = std::fs::read(&path).unwrap();
     assert_eq!(got.len() as u64, meta.length);
