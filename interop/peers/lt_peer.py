@@ -7,13 +7,13 @@ libtorrent` fails, it says so on stderr and exits 2.
 
 Modes:
   seed --file F [--host H] [--port P] [--torrent-out T] [--piece-size N]
-       [--bufsize N] [--seed-mode] [--timeout S]
+       [--bufsize N] [--resends N] [--seed-mode] [--timeout S]
       Creates a v1 single-file torrent for F (piece size 256 KiB by default),
       writes it to T (default F + ".torrent"), and seeds F over uTP only on
       H:P (H = 127.0.0.1 by default, ::1 for IPv6; P = 0: a free port) until
       SIGTERM/SIGINT (or S seconds).
   download --torrent T --peer HOST:PORT --out DIR [--host H] [--port P]
-       [--bufsize N] [--timeout S] [--expect-sha256 HEX]
+       [--bufsize N] [--resends N] [--timeout S] [--expect-sha256 HEX]
       Adds T with save path DIR, connects to HOST:PORT over uTP, waits until
       the download is finished (and flushed to disk) and reports. HOST:PORT
       may be [::1]:PORT (then pass --host ::1 too). "ok" means
@@ -28,7 +28,10 @@ Both session modes: TCP off in both directions, uTP on, DHT/LSD/UPnP/NAT-PMP
 off, allow_multiple_connections_per_ip on, plaintext only (no BitTorrent
 protocol encryption, so captures stay readable), listen_interfaces
 H:P ([H]:P for IPv6). --bufsize N sets libtorrent's recv_socket_buffer_size and
-send_socket_buffer_size (0 = OS default).
+send_socket_buffer_size (0 = OS default). --resends N sets utp_num_resends
+(default 3): libtorrent closes a uTP connection, silently, when a packet sent
+that many times times out once more; tests through a lossy relay raise it so
+that a packet lost three times in a row does not end the run.
 
 Output: one JSON object per line on stdout, one line per event; diagnostics
 (libtorrent alerts) on stderr. Events:
@@ -92,7 +95,7 @@ def listen_on(host, port):
     return ("[%s]:%d" if ":" in host else "%s:%d") % (host, port)
 
 
-def make_session(host, port, bufsize):
+def make_session(host, port, bufsize, resends):
     mask = (lt.alert_category.error | lt.alert_category.status |
             lt.alert_category.connect | lt.alert_category.peer)
     settings = {
@@ -115,6 +118,8 @@ def make_session(host, port, bufsize):
         "recv_socket_buffer_size": bufsize,
         "send_socket_buffer_size": bufsize,
     }
+    if resends:
+        settings["utp_num_resends"] = resends
     ses = lt.session(settings)
     return ses
 
@@ -179,7 +184,7 @@ def cmd_seed(args):
     ti = lt.torrent_info(torrent_out)
     v1, v2 = info_hashes(ti)
 
-    ses = make_session(args.host, args.port, args.bufsize)
+    ses = make_session(args.host, args.port, args.bufsize, args.resends)
     port = wait_listening(ses)
     if port is None:
         emit({"event": "error", "message": "could not listen on " + listen_on(args.host, args.port)})
@@ -250,7 +255,7 @@ def cmd_download(args):
     ti = lt.torrent_info(os.path.abspath(args.torrent))
     v1, v2 = info_hashes(ti)
 
-    ses = make_session(args.host, args.port, args.bufsize)
+    ses = make_session(args.host, args.port, args.bufsize, args.resends)
     port = wait_listening(ses)
     if port is None:
         emit({"event": "error", "message": "could not listen on " + listen_on(args.host, args.port)})
@@ -386,6 +391,7 @@ def main(argv):
     s.add_argument("--torrent-out")
     s.add_argument("--piece-size", type=int, default=256 * 1024)
     s.add_argument("--bufsize", type=int, default=0)
+    s.add_argument("--resends", type=int, default=0, help="utp_num_resends (0 = libtorrent's 3)")
     s.add_argument("--seed-mode", action="store_true",
                    help="trust the file (libtorrent seed_mode) instead of hashing it on start")
     s.add_argument("--timeout", type=int, default=0, help="exit 3 after S seconds (0 = never)")
@@ -397,6 +403,7 @@ def main(argv):
     d.add_argument("--host", default="127.0.0.1", help="listen address (::1 for IPv6)")
     d.add_argument("--port", type=int, default=0)
     d.add_argument("--bufsize", type=int, default=0)
+    d.add_argument("--resends", type=int, default=0, help="utp_num_resends (0 = libtorrent's 3)")
     d.add_argument("--timeout", type=int, default=300)
     d.add_argument("--expect-sha256", help="fail unless the downloaded file has this sha256")
 
