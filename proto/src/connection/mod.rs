@@ -28,6 +28,7 @@ mod tests;
 mod timer;
 mod transmit;
 mod unreachable;
+mod window;
 
 pub use stats::Stats;
 
@@ -293,6 +294,10 @@ pub struct Connection {
     pending: Pending,
     /// Window we last advertised.
     advertised_wnd: usize,
+    /// We reopened a window that had (nearly) closed and the peer has sent
+    /// nothing since: how often the update was sent again (see
+    /// `window.rs`).
+    reopened: Option<u32>,
     /// The largest DATA packet the peer sent (header and payload).
     peer_packet: usize,
     /// Our latest measurement of the peer's packets' delay, echoed in
@@ -386,6 +391,7 @@ impl Connection {
             write_blocked: false,
             recv: RecvBuffer::new(SeqNr(0), config.receive_buffer_size),
             advertised_wnd: 0,
+            reopened: None,
             peer_packet: 0,
             reply_micro: 0,
             syn_seq: SeqNr(0),
@@ -623,20 +629,6 @@ impl Connection {
         self.pending.contains(Pending::ACK)
     }
 
-    /// After a read, tell the peer that the window reopened if it had
-    /// (nearly) closed.
-    fn maybe_window_update(&mut self) {
-        let wnd = self.recv.window();
-        // Room for the peer's next packet: as large as ours or the largest
-        // it sent (its path MTU may exceed ours), but at most half the
-        // buffer, or a buffer smaller than a packet would never reopen and
-        // the peer would wait for its persist timer each time.
-        let size = self.packet_size().max(self.peer_packet).min(self.recv.capacity() / 2).max(1);
-        if self.advertised_wnd < size && wnd >= size {
-            self.pending.insert(Pending::ACK);
-        }
-    }
-
     // ---------------------------------------------------------------
     // Events and timers
     // ---------------------------------------------------------------
@@ -691,6 +683,7 @@ impl Connection {
                 Timer::Persist => {
                     self.pending.insert(Pending::WINDOW_PROBE);
                 }
+                Timer::WindowUpdate => self.on_window_update_timer(),
                 // Only wakes the connection: the pacer allows the next packet.
                 Timer::Pace => {}
                 Timer::Close => match self.state {
@@ -816,6 +809,7 @@ impl Connection {
                 self.stats.bytes_received += payload.len() as u64;
                 self.peer_packet = self.peer_packet.max(HEADER_LEN + payload.len());
                 let was_eof = self.recv.is_eof();
+                self.peer_used_window();
                 match self.recv.insert(pkt.seq_nr, payload, meta, fin) {
                     Arrival::InOrder => self.set_event(Event::Readable),
                     Arrival::Duplicate => self.stats.duplicate_packets += 1,

@@ -26,9 +26,12 @@ pub(crate) enum Timer {
     /// An early-data dial's SYN waits no longer for the application's
     /// first bytes.
     SynHold = 8,
+    /// We reopened our receive window and the peer has sent nothing since:
+    /// send the update again (the peer may not probe).
+    WindowUpdate = 9,
 }
 
-const COUNT: usize = 9;
+const COUNT: usize = 10;
 
 impl Timer {
     const ALL: [Timer; COUNT] = [
@@ -41,6 +44,7 @@ impl Timer {
         Timer::Pace,
         Timer::TailProbe,
         Timer::SynHold,
+        Timer::WindowUpdate,
     ];
 }
 

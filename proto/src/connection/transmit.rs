@@ -128,7 +128,7 @@ impl Connection {
                 return None;
             }
             self.pending.remove(Pending::SYN_ACK | Pending::ACK | Pending::KEEPALIVE);
-            self.advertised_wnd = repr.wnd_size as usize;
+            self.advertised(now, repr.wnd_size as usize);
             if self.state == State::SynRecv {
                 let backoff = 2u32.saturating_pow(self.syn_acks_sent.min(16));
                 self.syn_acks_sent += 1;
@@ -397,7 +397,7 @@ impl Connection {
         let at = repr.emit_header(buf, len).ok()?;
         self.send_buf.copy_out(offset, &mut buf[at..at + len]);
         self.pending.remove(Pending::ACK);
-        self.advertised_wnd = repr.wnd_size as usize;
+        self.advertised(now, repr.wnd_size as usize);
         self.account_sent(now, at + len, len)
     }
 

@@ -241,18 +241,28 @@ fn zero_window_then_reopen() {
     assert_eq!(got, data);
 }
 
-#[test]
-fn lost_window_update_is_recovered_by_probe() {
+/// A sends 256 KiB into B's 32 KiB buffer; B reads nothing for 2 s, so
+/// A ends up blocked by a closed window.
+fn sender_blocked_by_small_window(
+    seed: u64,
+    data_seed: u64,
+) -> (Sim, ConnectionHandle, ConnectionHandle, RefCell<Transfer>, Vec<u8>) {
     let small = config(|t| t.receive_buffer_size = 32 * 1024);
-    let mut sim = Sim::symmetric(small, lan(), 47);
+    let mut sim = Sim::symmetric(small, lan(), seed);
     let (a, b) = established(&mut sim);
-    let data = pattern(256 * 1024, 6);
+    let data = pattern(256 * 1024, data_seed);
     let ta = RefCell::new(Transfer::new(a, data.clone()));
     sim.run_until(
         Duration::from_secs(2),
         |sim| ta.borrow_mut().pump(&mut sim.a.endpoint),
         |_| false,
     );
+    (sim, a, b, ta, data)
+}
+
+#[test]
+fn lost_window_update_is_recovered_by_probe() {
+    let (mut sim, _, b, ta, data) = sender_blocked_by_small_window(47, 6);
     // B reads; the window update it sends is lost (as is every ACK for 200 ms).
     let until = sim.now + Duration::from_millis(200);
     let clock = std::rc::Rc::new(std::cell::Cell::new(sim.now));
@@ -267,6 +277,49 @@ fn lost_window_update_is_recovered_by_probe() {
     });
     assert!(ok, "got {} of {}", got.len(), data.len());
     assert_eq!(got, data);
+}
+
+/// libtorrent never probes a closed window: when the ACK that reopens it
+/// is lost, only our next packet tells it. Regression (found reading
+/// libtorrent after an interop stall): that was the keepalive, 29 s later.
+/// The receiver now sends the window update again, backed off, until data
+/// comes. Here every packet A sends while it sees a closed window is lost
+/// (a sender that does not probe), and so is B's first window update.
+#[test]
+fn lost_window_update_is_sent_again_for_a_peer_that_never_probes() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let (mut sim, a, b, ta, data) = sender_blocked_by_small_window(50, 8);
+    assert_eq!(sim.a.endpoint.connection(a).unwrap().stats().peer_window, 0);
+    let start = sim.now;
+    let until = start + Duration::from_millis(200);
+    let clock = Rc::new(Cell::new(sim.now));
+    let a_blocked = Rc::new(Cell::new(true));
+    let (c2, blocked2) = (clock.clone(), a_blocked.clone());
+    sim.filter = Some(Box::new(move |side, _| match side {
+        Side::A => blocked2.get(),
+        Side::B => c2.get() < until,
+    }));
+    let mut got = Vec::new();
+    let mut resumed = None;
+    let ok = sim.run(Duration::from_secs(60), |sim| {
+        clock.set(sim.now);
+        let window = sim.a.endpoint.connection(a).map_or(0, |c| c.stats().peer_window);
+        a_blocked.set(window == 0);
+        if window > 0 && resumed.is_none() {
+            resumed = Some(sim.now - start);
+        }
+        ta.borrow_mut().pump(&mut sim.a.endpoint);
+        read_all(sim, Side::B, b, &mut got);
+        got.len() == data.len()
+    });
+    assert!(ok, "got {} of {}", got.len(), data.len());
+    assert_eq!(got, data);
+    let resumed = resumed.expect("A saw the window open");
+    eprintln!(
+        "window update lost, sender never probes: it learns of the open window after {resumed:?}"
+    );
+    assert!(resumed < Duration::from_secs(3), "the sender waited {resumed:?} (keepalive: 29 s)");
 }
 
 /// Regression: the close timer kept running after our FIN was acknowledged
