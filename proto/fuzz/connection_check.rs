@@ -284,6 +284,7 @@ mod connection_check {
                 max_half_open: MAX_HALF_OPEN[usize::from(self.limits >> 2 & 3)],
                 reset_rate: RESET_RATES[usize::from(self.limits >> 4 & 3)],
                 rng_seed: Some(u64::from(self.seed) * 2 + side as u64),
+                ..EndpointConfig::default()
             }
         }
     }

@@ -149,6 +149,14 @@ pub struct EndpointConfig {
     /// Seed of the endpoint's random numbers (connection ids, initial
     /// sequence numbers). `None` draws one from the operating system.
     pub rng_seed: Option<u64>,
+    /// Bytes of unacknowledged application data all connections together
+    /// should buffer: a connection with data queued may hold an even share
+    /// of it among the connections with data queued (and always at least
+    /// 64 KiB, at most [`TransportConfig::send_buffer_size`]). One
+    /// connection alone keeps its whole buffer; 200 busy ones buffer about
+    /// 160 KiB each by default instead of up to 4 MiB each, the memory a
+    /// writer faster than the network would otherwise fill.
+    pub send_budget: usize,
 }
 
 /// Heap held by one connection besides its buffers, at most: the state
@@ -201,6 +209,7 @@ impl Default for EndpointConfig {
             max_half_open: 1024,
             reset_rate: 100,
             rng_seed: None,
+            send_budget: 32 << 20,
         }
     }
 }

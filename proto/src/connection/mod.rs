@@ -21,6 +21,7 @@ mod recovery;
 mod recv_buffer;
 mod rtt;
 mod send_buffer;
+mod send_share;
 mod sent_packets;
 mod stats;
 #[cfg(test)]
@@ -48,6 +49,7 @@ use pending::Pending;
 use recv_buffer::{Arrival, RecvBuffer};
 use rtt::RttEstimator;
 use send_buffer::SendBuffer;
+pub(crate) use send_share::SendShare;
 use sent_packets::SentPackets;
 use timer::{Timer, TimerTable};
 
@@ -257,6 +259,8 @@ pub struct Connection {
     timers: TimerTable,
 
     send_buf: SendBuffer,
+    /// This connection's part in the endpoint's send budget.
+    send_share: SendShare,
     sent: SentPackets,
     local_fin: LocalFin,
     cc: Box<dyn Controller>,
@@ -373,6 +377,7 @@ impl Connection {
             epoch,
             timers,
             send_buf: SendBuffer::new(config.send_buffer_size),
+            send_share: SendShare::default(),
             sent: SentPackets::new(first_seq),
             local_fin: LocalFin::None,
             cc,
@@ -505,16 +510,27 @@ impl Connection {
 
     /// Bytes that can be written now without blocking: the send buffer
     /// holds up to four congestion windows (at least 64 KiB, at most
-    /// `send_buffer_size`).
+    /// `send_buffer_size`, and at most an even share of the endpoint's
+    /// `send_budget` among the connections with data to send).
     #[must_use]
     pub fn send_buffer_free(&self) -> usize {
         self.send_buf.free()
     }
 
     /// Lets the send buffer hold four congestion windows (see
-    /// `SendBuffer::set_limit`).
+    /// `SendBuffer::set_limit`), within its share of the endpoint's budget.
+    /// Called before a write: the connection counts as a sender from here
+    /// until its buffer is empty again.
     fn update_send_limit(&mut self) {
-        self.send_buf.set_limit(self.cc.window().saturating_mul(4));
+        self.send_share.set_sending(true);
+        let limit = self.cc.window().saturating_mul(4).min(self.send_share.limit());
+        self.send_buf.set_limit(limit);
+    }
+
+    /// Joins the endpoint's send budget.
+    pub(crate) fn set_send_share(&mut self, share: SendShare) {
+        self.send_share = share;
+        self.send_share.set_sending(!self.send_buf.is_empty());
     }
 
     /// Bytes waiting to be read.

@@ -109,6 +109,11 @@ impl SendBuffer {
         self.limit = limit.clamp(MIN_SEND_LIMIT.min(self.capacity), self.capacity);
     }
 
+    /// Nothing to send or to be acknowledged.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.boundaries.is_empty()
+    }
+
     /// Stream offset one past the last byte written.
     pub(crate) fn end(&self) -> u64 {
         self.base + self.data.len() as u64

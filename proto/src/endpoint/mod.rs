@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use tracing::{debug, trace};
 
 use crate::config::{EndpointConfig, TransportConfig};
-use crate::connection::{Connection, Event, PacketVerdict};
+use crate::connection::{Connection, Event, PacketVerdict, SendShare};
 use crate::wire::{Error as WireError, PacketType, Repr, SeqNr, Timestamp, HEADER_LEN};
 
 /// Identifies a connection of an [`Endpoint`]. Valid until the connection is
@@ -212,6 +212,8 @@ pub struct Endpoint {
     /// Connections in `half_open_queue` that are still half-open.
     half_open: usize,
     next_serial: u64,
+    /// The send budget every connection takes its share of.
+    send_budget: SendShare,
 }
 
 impl Endpoint {
@@ -224,6 +226,7 @@ impl Endpoint {
             None => StdRng::from_entropy(),
         };
         let reset_tokens = f64::from(config.reset_rate);
+        let send_budget = SendShare::budget(config.send_budget);
         Endpoint {
             config,
             epoch: now,
@@ -248,6 +251,7 @@ impl Endpoint {
             half_open_queue: VecDeque::new(),
             half_open: 0,
             next_serial: 0,
+            send_budget,
         }
     }
 
@@ -522,6 +526,7 @@ impl Endpoint {
 
     fn insert(&mut self, conn: Connection) -> ConnectionHandle {
         let mut conn = conn;
+        conn.set_send_share(self.send_budget.member());
         if let Some(&(size, until)) = self.path_mtus.get(&conn.remote()) {
             conn.set_known_path_mtu(size, until);
         }

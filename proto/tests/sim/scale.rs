@@ -39,3 +39,60 @@ fn thousand_connections_at_once() {
         assert_eq!(t.received.len(), 2000);
     }
 }
+
+/// Bytes A's applications wrote that B's have not read yet, at most, over
+/// `secs` seconds of `n` connections each writing 4 MiB as fast as their
+/// send buffers take it (B reads everything at once), with an endpoint
+/// send budget of `budget`.
+fn most_buffered(n: usize, budget: usize, secs: u64) -> usize {
+    let link = LinkConfig::ideal()
+        .with_latency(Duration::from_millis(25))
+        .with_bandwidth(10_000_000)
+        .with_queue_time(Duration::from_millis(200));
+    let config = EndpointConfig { send_budget: budget, ..EndpointConfig::default() };
+    let mut sim = Sim::symmetric(config, link, 51);
+    let mut a_side: Vec<Transfer> =
+        (0..n).map(|i| Transfer::new(sim.connect(b""), pattern(4 << 20, i as u64))).collect();
+    let mut b_side: Vec<Transfer> = Vec::new();
+    let mut most = 0;
+    sim.run(Duration::from_secs(secs), |sim| {
+        for t in a_side.iter_mut() {
+            t.pump(&mut sim.a.endpoint);
+        }
+        while b_side.len() < sim.b.accepted.len() {
+            b_side.push(Transfer::new(sim.b.accepted[b_side.len()], Vec::new()));
+        }
+        for t in b_side.iter_mut() {
+            t.pump(&mut sim.b.endpoint);
+        }
+        let written: usize = a_side.iter().map(|t| t.sent).sum();
+        let read: usize = b_side.iter().map(|t| t.received.len()).sum();
+        most = most.max(written - read);
+        false
+    });
+    most
+}
+
+/// Many busy connections share the endpoint's send budget instead of
+/// buffering four congestion windows each; one connection alone still gets
+/// its four windows.
+#[test]
+fn busy_connections_share_the_send_budget() {
+    const BUDGET: usize = 2 << 20;
+    const N: usize = 20;
+    let shared = most_buffered(N, BUDGET, 2);
+    let unbounded = most_buffered(N, usize::MAX, 2);
+    let alone = most_buffered(1, BUDGET, 2);
+    eprintln!(
+        "{N} connections, 10 MB/s, 50 ms: at most {} KiB buffered with a {} KiB budget, {} KiB \
+         without; one connection alone buffered {} KiB",
+        shared >> 10,
+        BUDGET >> 10,
+        unbounded >> 10,
+        alone >> 10,
+    );
+    // The budget, and the 64 KiB floor of each connection.
+    assert!(shared <= BUDGET + N * (64 << 10), "{shared} bytes buffered");
+    assert!(unbounded > 2 * shared, "without a budget: {unbounded}");
+    assert!(alone > 2 * BUDGET / N, "alone, a connection takes more than a share: {alone}");
+}
