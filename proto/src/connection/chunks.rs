@@ -18,8 +18,9 @@ use std::collections::VecDeque;
 /// Room of one buffer: a packet's payload at the usual path MTU.
 pub(crate) const CHUNK: usize = 2048;
 
-/// Emptied buffers kept for the next packets, at most (128 KiB).
-const SPARE_CHUNKS: usize = 64;
+/// Emptied buffers kept for the next packets, at most (32 KiB: the
+/// allowance for reusable payload buffers in the endpoint's memory bound).
+const SPARE_CHUNKS: usize = 16;
 
 /// A held packet's buffer joins the queue as it is from this many bytes
 /// on; smaller payloads are copied into the tail (at most half of a
@@ -47,16 +48,20 @@ impl Chunks {
         self.len
     }
 
-    /// An empty buffer for a payload of `len` bytes (from the pool when it
-    /// fits one).
+    /// An empty buffer for a payload of `len` bytes: from the pool for a
+    /// payload that will join the queue as it is (see [`Chunks::append`]),
+    /// of its own size otherwise, so that tiny payloads (a peer's 1-byte or
+    /// empty packets, held out of order) cannot each pin a whole buffer.
     pub(crate) fn buffer(&mut self, len: usize) -> Vec<u8> {
-        if len <= CHUNK {
-            if let Some(buf) = self.spare.pop() {
-                return buf;
-            }
-            return Vec::with_capacity(CHUNK);
+        if (ADOPT_MIN..=CHUNK).contains(&len) {
+            return self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK));
         }
         Vec::with_capacity(len)
+    }
+
+    /// A buffer for the queue's own copies.
+    fn chunk(&mut self) -> Vec<u8> {
+        self.spare.pop().unwrap_or_else(|| Vec::with_capacity(CHUNK))
     }
 
     /// Keeps an emptied buffer for later, if it is a pool-sized one and the
@@ -77,7 +82,7 @@ impl Chunks {
             bytes = &bytes[n..];
         }
         while !bytes.is_empty() {
-            let mut buf = self.buffer(0);
+            let mut buf = self.chunk();
             let n = CHUNK.min(bytes.len());
             buf.extend_from_slice(&bytes[..n]);
             bytes = &bytes[n..];
@@ -117,8 +122,16 @@ impl Chunks {
         n
     }
 
-    /// Drops every byte and frees every buffer, the pool's too.
+    /// Drops every byte; emptied buffers go to the pool.
     pub(crate) fn clear(&mut self) {
+        while let Some(chunk) = self.queue.pop_front() {
+            self.recycle(chunk.buf);
+        }
+        self.len = 0;
+    }
+
+    /// Drops every byte and frees every buffer, the pool's too.
+    pub(crate) fn free(&mut self) {
         *self = Chunks::default();
     }
 
@@ -218,12 +231,13 @@ mod tests {
     #[test]
     fn a_steady_stream_reuses_buffers() {
         let mut c = Chunks::default();
-        let mut out = vec![0u8; 64 * 1024];
-        c.extend(&[0; 64 * 1024]);
-        assert_eq!(c.read(&mut out), 64 * 1024);
+        let round = SPARE_CHUNKS * CHUNK;
+        let mut out = vec![0u8; round];
+        c.extend(&vec![0; round]);
+        assert_eq!(c.read(&mut out), round);
         let pooled: Vec<*const u8> = c.spare.iter().map(|b| b.as_ptr()).collect();
-        assert_eq!(pooled.len(), 32);
-        c.extend(&[0; 64 * 1024]);
+        assert_eq!(pooled.len(), SPARE_CHUNKS);
+        c.extend(&vec![0; round]);
         let used: Vec<*const u8> = c.queue.iter().map(|k| k.buf.as_ptr()).collect();
         assert!(used.iter().all(|p| pooled.contains(p)));
     }

@@ -68,6 +68,7 @@ impl Connection {
         }
         debug!(remote = %self.remote, ?error, "closed");
         self.state = State::Closed;
+        self.sync_send_share();
         self.timers.stop_all();
         self.set_event(Event::Closed);
         self.set_event(Event::Readable);

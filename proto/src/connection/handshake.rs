@@ -177,6 +177,7 @@ impl Connection {
                 self.send_buf.rewind(0);
             }
         }
+        self.sync_send_share();
         self.timeouts_in_row = 0;
         self.timers.stop(Timer::Retransmit);
         self.timers.stop(Timer::Connect);

@@ -519,18 +519,29 @@ impl Connection {
 
     /// Lets the send buffer hold four congestion windows (see
     /// `SendBuffer::set_limit`), within its share of the endpoint's budget.
-    /// Called before a write: the connection counts as a sender from here
-    /// until its buffer is empty again.
     fn update_send_limit(&mut self) {
-        self.send_share.set_sending(true);
         let limit = self.cc.window().saturating_mul(4).min(self.send_share.limit());
         self.send_buf.set_limit(limit);
+    }
+
+    /// Before a write: the connection counts as a sender from here until
+    /// its buffer is empty again ([`Connection::sync_send_share`]).
+    fn prepare_write(&mut self) {
+        self.send_share.set_sending(true);
+        self.update_send_limit();
+    }
+
+    /// Counts the connection among the endpoint's senders exactly while its
+    /// send buffer holds something (and it is not closed).
+    pub(super) fn sync_send_share(&mut self) {
+        let sending = !self.send_buf.is_empty() && self.state != State::Closed;
+        self.send_share.set_sending(sending);
     }
 
     /// Joins the endpoint's send budget.
     pub(crate) fn set_send_share(&mut self, share: SendShare) {
         self.send_share = share;
-        self.send_share.set_sending(!self.send_buf.is_empty());
+        self.sync_send_share();
     }
 
     /// Bytes waiting to be read.
@@ -549,7 +560,7 @@ impl Connection {
         if data.is_empty() {
             return Ok(0);
         }
-        self.update_send_limit();
+        self.prepare_write();
         let n = self.send_buf.write(data);
         if n == 0 {
             self.write_blocked = true;
@@ -575,7 +586,7 @@ impl Connection {
         if meta.len() > 253 {
             return Err(WriteError::MetadataTooLong(meta.len()));
         }
-        self.update_send_limit();
+        self.prepare_write();
         if !self.send_buf.end_message(meta) {
             self.write_blocked = true;
             return Err(WriteError::Blocked);

@@ -137,9 +137,7 @@ impl Connection {
             });
             let lowest_unacked = self.sent.front().map_or(self.send_buf.unsent(), |p| p.offset);
             self.send_buf.ack_to(lowest_unacked);
-            if self.send_buf.is_empty() {
-                self.send_share.set_sending(false);
-            }
+            self.sync_send_share();
             // Markers behind the cumulative ACK follow it: left behind, they
             // would compare as ahead once the sequence numbers wrap past them
             // (half the space, ~45 MB later) and disable fast retransmit.

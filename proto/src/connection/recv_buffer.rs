@@ -238,6 +238,7 @@ impl RecvBuffer {
     /// (local abort).
     pub(crate) fn discard(&mut self) {
         self.drop_readable();
+        self.data.free();
         self.held = VecDeque::new();
         self.held_bytes = 0;
     }
@@ -353,6 +354,21 @@ mod tests {
         rb.insert(SeqNr(6), &packet, None, false);
         assert_eq!(rb.read(&mut out), 5 * 1400, "the second episode delivered in order");
         assert!(out[..5 * 1400].iter().all(|&b| b == 7));
+    }
+
+    /// Tiny packets held out of order take buffers of their own size, not
+    /// pooled 2 KiB ones: a peer's 1023 one-byte packets behind a gap
+    /// cannot pin 2 MiB (they count for 1023 bytes of window).
+    #[test]
+    fn tiny_held_packets_take_little_memory() {
+        let mut rb = RecvBuffer::new(SeqNr(0), 1 << 20);
+        for seq in 2..=MAX_REORDER as u16 {
+            assert_eq!(rb.insert(SeqNr(seq), b"x", None, false), Arrival::OutOfOrder);
+        }
+        let held: usize = rb.held.iter().flatten().map(|h| h.payload.capacity()).sum();
+        assert!(held <= 16 * MAX_REORDER, "{held} bytes of buffers for 1023 bytes");
+        assert_eq!(rb.insert(SeqNr(1), b"x", None, false), Arrival::InOrder);
+        assert_eq!(rb.readable(), MAX_REORDER);
     }
 
     #[test]

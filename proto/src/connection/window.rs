@@ -31,7 +31,11 @@ impl Connection {
         let size = self.packet_size().max(self.peer_packet).min(self.recv.capacity() / 2).max(1);
         if self.advertised_wnd < size && wnd >= size {
             self.pending.insert(Pending::ACK);
-            self.reopened = Some(0);
+            // Before the handshake is confirmed nothing was advertised yet
+            // (SYN data read early): no window to reopen.
+            if self.state == State::Established {
+                self.reopened = Some(0);
+            }
         }
     }
 

@@ -43,16 +43,30 @@ fn thousand_connections_at_once() {
 /// Bytes A's applications wrote that B's have not read yet, at most, over
 /// `secs` seconds of `n` connections each writing 4 MiB as fast as their
 /// send buffers take it (B reads everything at once), with an endpoint
-/// send budget of `budget`.
-fn most_buffered(n: usize, budget: usize, secs: u64) -> usize {
+/// send budget of `budget`. `idle` more connections send 1000 bytes each
+/// and stay open.
+fn most_buffered(n: usize, idle: usize, budget: usize, secs: u64) -> usize {
     let link = LinkConfig::ideal()
         .with_latency(Duration::from_millis(25))
         .with_bandwidth(10_000_000)
         .with_queue_time(Duration::from_millis(200));
     let config = EndpointConfig { send_budget: budget, ..EndpointConfig::default() };
     let mut sim = Sim::symmetric(config, link, 51);
-    let mut a_side: Vec<Transfer> =
-        (0..n).map(|i| Transfer::new(sim.connect(b""), pattern(4 << 20, i as u64))).collect();
+    let mut a_side: Vec<Transfer> = (0..idle)
+        .map(|i| {
+            let mut t = Transfer::new(sim.connect(b""), pattern(1000, 100 + i as u64));
+            t.shutdown_when_done = false;
+            t
+        })
+        .collect();
+    // The idle ones first: their data is acknowledged before the rest start.
+    sim.run(Duration::from_secs(1), |sim| {
+        for t in a_side.iter_mut() {
+            t.pump(&mut sim.a.endpoint);
+        }
+        false
+    });
+    a_side.extend((0..n).map(|i| Transfer::new(sim.connect(b""), pattern(4 << 20, i as u64))));
     let mut b_side: Vec<Transfer> = Vec::new();
     let mut most = 0;
     sim.run(Duration::from_secs(secs), |sim| {
@@ -80,19 +94,26 @@ fn most_buffered(n: usize, budget: usize, secs: u64) -> usize {
 fn busy_connections_share_the_send_budget() {
     const BUDGET: usize = 2 << 20;
     const N: usize = 20;
-    let shared = most_buffered(N, BUDGET, 2);
-    let unbounded = most_buffered(N, usize::MAX, 2);
-    let alone = most_buffered(1, BUDGET, 2);
+    let shared = most_buffered(N, 0, BUDGET, 2);
+    let unbounded = most_buffered(N, 0, usize::MAX, 2);
+    let alone = most_buffered(1, 0, BUDGET, 2);
+    // Connections that sent once and wait do not count: the busy one among
+    // them is alone. (Regression: every connection that ever had an ACK
+    // stayed counted.)
+    let among_idle = most_buffered(1, N - 1, BUDGET, 2);
     eprintln!(
         "{N} connections, 10 MB/s, 50 ms: at most {} KiB buffered with a {} KiB budget, {} KiB \
-         without; one connection alone buffered {} KiB",
+         without; one connection alone buffered {} KiB, among {} idle ones {} KiB",
         shared >> 10,
         BUDGET >> 10,
         unbounded >> 10,
         alone >> 10,
+        N - 1,
+        among_idle >> 10,
     );
     // The budget, and the 64 KiB floor of each connection.
     assert!(shared <= BUDGET + N * (64 << 10), "{shared} bytes buffered");
     assert!(unbounded > 2 * shared, "without a budget: {unbounded}");
     assert!(alone > 2 * BUDGET / N, "alone, a connection takes more than a share: {alone}");
+    assert!(among_idle > 2 * BUDGET / N, "idle connections took shares: {among_idle}");
 }
