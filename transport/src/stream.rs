@@ -339,13 +339,15 @@ impl StreamShared {
                 Err(e)
             }
             Err(_) => {
-                debug!(peer = %self.peer, "close timed out");
+                let stats = self.stats();
+                debug!(peer = %self.peer, ?stats, "close timed out");
                 Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
                         "closing the uTP stream to {} timed out after {timeout:?}: the peer did \
-                         not acknowledge all data",
-                        self.peer
+                         not acknowledge all data (bytes in flight: {}, retransmission \
+                         timeouts: {}, packets received from the peer: {})",
+                        self.peer, stats.bytes_in_flight, stats.timeouts, stats.packets_received
                     ),
                 ))
             }

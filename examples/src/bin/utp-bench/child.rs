@@ -50,6 +50,15 @@ pub(crate) enum Proto {
 }
 
 pub(crate) fn run(role: Role) -> io::Result<()> {
+    // `UTP_BENCH_LOG=libp2p_utp=debug,utp_proto=debug` (a tracing filter):
+    // both processes log to stderr, to see what a failed run did.
+    if let Ok(filter) = std::env::var("UTP_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_writer(io::stderr)
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .init();
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
         match role {

@@ -39,7 +39,13 @@ use measure::{Measured, Pair};
 /// GB of both processes, and the ratios. As root it runs in a network
 /// namespace of its own with a 1500-byte MTU.
 #[derive(Parser, Debug)]
-#[command(name = "utp-bench", version)]
+#[command(
+    name = "utp-bench",
+    version,
+    after_help = "Environment: UTP_BENCH_STATS=1 prints each uTP process's socket counters \
+                  (datagrams, retransmissions, drops) to stderr; UTP_BENCH_LOG=FILTER (for \
+                  example libp2p_utp=debug,utp_proto=debug) makes both processes log to stderr."
+)]
 struct Cli {
     /// Cases as CONNECTIONSxSIZE (size per connection), comma separated.
     #[arg(long, value_delimiter = ',', default_value = "1x256M,200x1M,10000x64K")]
