@@ -161,8 +161,8 @@ pub struct EndpointConfig {
 
 /// Heap held by one connection besides its buffers, at most: the state
 /// machine, its controller, the records of packets in flight and of data
-/// held out of order, and up to 32 KiB of payload buffers kept for reuse
-/// (measured with every table full: see the test
+/// held out of order; payload buffers kept for reuse count within the
+/// receive buffer's size (measured with every table full: see the test
 /// `one_connection_at_its_limits_stays_within_its_bound` in
 /// `proto/tests/hostile`).
 const CONNECTION_OVERHEAD: usize = 256 << 10;

@@ -11,16 +11,18 @@
 //! only for packets larger than that); buffers join the queue as they are
 //! only when at least half full, and a new buffer is started only when the
 //! tail one cannot take the bytes, so the queue holds at most about twice
-//! the bytes it counts, plus the pool's [`SPARE_CHUNKS`] buffers.
+//! the bytes it counts. Emptied buffers are kept while the queue and the
+//! pool together stay within the pool's limit (the receive buffer's size):
+//! a bulk transfer reuses the same memory over and over, as a ring would,
+//! instead of a `malloc` and a `free` per 2 KiB.
 
 use std::collections::VecDeque;
 
 /// Room of one buffer: a packet's payload at the usual path MTU.
 pub(crate) const CHUNK: usize = 2048;
 
-/// Emptied buffers kept for the next packets, at most (32 KiB: the
-/// allowance for reusable payload buffers in the endpoint's memory bound).
-const SPARE_CHUNKS: usize = 16;
+/// The pool's limit of [`Chunks::default`] (tests).
+const DEFAULT_POOL: usize = 32 * 1024;
 
 /// A held packet's buffer joins the queue as it is from this many bytes
 /// on; smaller payloads are copied into the tail (at most half of a
@@ -35,14 +37,29 @@ struct Chunk {
 }
 
 /// In-order bytes waiting for the application, in pooled buffers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Chunks {
     queue: VecDeque<Chunk>,
     len: usize,
     spare: Vec<Vec<u8>>,
+    /// Bytes of buffers, queued and pooled, above which emptied ones are
+    /// freed instead of kept.
+    pool_limit: usize,
+}
+
+impl Default for Chunks {
+    fn default() -> Self {
+        Chunks::new(DEFAULT_POOL)
+    }
 }
 
 impl Chunks {
+    /// An empty queue that keeps emptied buffers while queued and pooled
+    /// ones take at most `pool_limit` bytes.
+    pub(crate) fn new(pool_limit: usize) -> Self {
+        Chunks { queue: VecDeque::new(), len: 0, spare: Vec::new(), pool_limit }
+    }
+
     /// Bytes queued.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -67,7 +84,8 @@ impl Chunks {
     /// Keeps an emptied buffer for later, if it is a pool-sized one and the
     /// pool has room.
     pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
-        if buf.capacity() == CHUNK && self.spare.len() < SPARE_CHUNKS {
+        let held = (self.queue.len() + self.spare.len() + 1) * CHUNK;
+        if buf.capacity() == CHUNK && held <= self.pool_limit {
             buf.clear();
             self.spare.push(buf);
         }
@@ -132,7 +150,7 @@ impl Chunks {
 
     /// Drops every byte and frees every buffer, the pool's too.
     pub(crate) fn free(&mut self) {
-        *self = Chunks::default();
+        *self = Chunks::new(self.pool_limit);
     }
 
     /// Whether a queued buffer starts at `ptr` (for tests of the copies).
@@ -231,12 +249,12 @@ mod tests {
     #[test]
     fn a_steady_stream_reuses_buffers() {
         let mut c = Chunks::default();
-        let round = SPARE_CHUNKS * CHUNK;
+        let round = DEFAULT_POOL;
         let mut out = vec![0u8; round];
         c.extend(&vec![0; round]);
         assert_eq!(c.read(&mut out), round);
         let pooled: Vec<*const u8> = c.spare.iter().map(|b| b.as_ptr()).collect();
-        assert_eq!(pooled.len(), SPARE_CHUNKS);
+        assert_eq!(pooled.len(), DEFAULT_POOL / CHUNK);
         c.extend(&vec![0; round]);
         let used: Vec<*const u8> = c.queue.iter().map(|k| k.buf.as_ptr()).collect();
         assert!(used.iter().all(|p| pooled.contains(p)));
@@ -256,6 +274,6 @@ mod tests {
         assert_eq!(out[60_000..], big[..]);
         let (queued, pooled) = c.buffers();
         assert_eq!(queued, 0);
-        assert!(pooled <= SPARE_CHUNKS);
+        assert!(pooled * CHUNK <= DEFAULT_POOL);
     }
 }

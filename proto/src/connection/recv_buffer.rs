@@ -76,7 +76,7 @@ impl RecvBuffer {
             ack_nr,
             held: VecDeque::new(),
             held_bytes: 0,
-            data: Chunks::default(),
+            data: Chunks::new(capacity),
             capacity,
             read_offset: 0,
             boundaries: VecDeque::new(),
