@@ -115,6 +115,7 @@ impl Collector for SocketCollector {
                 ("bad_ack", e.dropped_bad_ack),
                 ("stale_syn", e.dropped_stale_syn),
                 ("not_utp", s.non_utp_dropped),
+                ("receive_buffer_full", s.kernel_receive_drops),
             ],
         )?;
         counters_by(

@@ -597,6 +597,7 @@ pub(crate) fn socket_stats_of(shared: &Shared) -> SocketStats {
         connections: inner.endpoint.connection_counts(),
         endpoint: inner.endpoint.stats().clone(),
         non_utp_dropped: inner.non_utp_dropped,
+        kernel_receive_drops: crate::udp::kernel_drops(&shared.socket).map_or(0, u64::from),
     }
 }
 
@@ -614,4 +615,11 @@ pub struct SocketStats {
     /// Datagrams that were not uTP, dropped because their queue was full
     /// (or nobody reads them).
     pub non_utp_dropped: u64,
+    /// Datagrams the kernel dropped before we could read them, almost all
+    /// because the socket's receive buffer was full: the socket's task did
+    /// not keep up with the traffic (many connections receiving at once on
+    /// a fast path). Raise [`Config::socket_recv_buffer_size`](crate::Config) (and
+    /// the system's `net.core.rmem_max`, which caps it). Linux only (0
+    /// elsewhere); it wraps at 2^32.
+    pub kernel_receive_drops: u64,
 }

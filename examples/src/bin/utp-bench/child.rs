@@ -111,7 +111,11 @@ async fn recv(proto: Proto, conns: usize) -> io::Result<()> {
 fn report(side: &str, socket: Option<&UtpSocket>) {
     if let (Some(socket), Some(_)) = (socket, std::env::var_os("UTP_BENCH_STATS")) {
         let s = socket.socket_stats();
-        eprintln!("{side}: {:?}\n{side}: {:?}", s.traffic, s.endpoint);
+        eprintln!(
+            "{side}: {:?}\n{side}: {:?}\n{side}: {} datagrams dropped by the kernel (receive \
+             buffer full)",
+            s.traffic, s.endpoint, s.kernel_receive_drops
+        );
     }
 }
 
