@@ -83,36 +83,28 @@ pub(crate) fn set_dont_fragment(socket: &UdpSocket, on: bool) -> io::Result<()> 
     }
 }
 
-/// `SO_MEMINFO` where the kernel's generic socket option numbers apply
-/// (MIPS and SPARC number it differently: there the count is not read).
-#[cfg(all(
-    target_os = "linux",
-    not(any(
-        target_arch = "mips",
-        target_arch = "mips64",
-        target_arch = "sparc",
-        target_arch = "sparc64"
-    ))
-))]
-const SO_MEMINFO: libc::c_int = 55;
-
 /// Datagrams the kernel dropped on their way into this socket, almost all
 /// because its receive buffer was full: the driver did not keep up
 /// (`SO_MEMINFO`'s drop count, Linux; it wraps at 2^32). `None` where the
 /// system does not say.
 pub(crate) fn kernel_drops(socket: &UdpSocket) -> Option<u32> {
-    #[cfg(all(
-        target_os = "linux",
-        not(any(
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        /// The generic number; MIPS and SPARC number it differently (the
+        /// count is not read there).
+        const SO_MEMINFO: libc::c_int = 55;
+        const DROPS: usize = libc::SK_MEMINFO_DROPS as usize;
+        let other_numbering = cfg!(any(
             target_arch = "mips",
             target_arch = "mips64",
             target_arch = "sparc",
             target_arch = "sparc64"
-        ))
-    ))]
-    {
-        use std::os::fd::AsRawFd;
-        let mut info = [0u32; libc::SK_MEMINFO_DROPS as usize + 1];
+        ));
+        if other_numbering {
+            return None;
+        }
+        let mut info = [0u32; DROPS + 1];
         let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
         // SAFETY: the descriptor is open for the call; the kernel writes at
         // most `len` bytes into `info` and updates `len`.
@@ -126,18 +118,9 @@ pub(crate) fn kernel_drops(socket: &UdpSocket) -> Option<u32> {
             )
         };
         let filled = len as usize / std::mem::size_of::<u32>();
-        (rc == 0 && filled > libc::SK_MEMINFO_DROPS as usize)
-            .then(|| info[libc::SK_MEMINFO_DROPS as usize])
+        (rc == 0 && filled > DROPS).then(|| info[DROPS])
     }
-    #[cfg(not(all(
-        target_os = "linux",
-        not(any(
-            target_arch = "mips",
-            target_arch = "mips64",
-            target_arch = "sparc",
-            target_arch = "sparc64"
-        ))
-    )))]
+    #[cfg(not(target_os = "linux"))]
     {
         let _ = socket;
         None
