@@ -76,7 +76,7 @@ impl RecvBuffer {
             ack_nr,
             held: VecDeque::new(),
             held_bytes: 0,
-            data: Chunks::new(capacity),
+            data: Chunks::default(),
             capacity,
             read_offset: 0,
             boundaries: VecDeque::new(),
@@ -238,7 +238,6 @@ impl RecvBuffer {
     /// (local abort).
     pub(crate) fn discard(&mut self) {
         self.drop_readable();
-        self.data.free();
         self.held = VecDeque::new();
         self.held_bytes = 0;
     }
@@ -248,7 +247,11 @@ impl RecvBuffer {
     /// Sequence tracking goes on: what arrives is still acknowledged.
     pub(crate) fn drop_readable(&mut self) {
         self.read_offset += self.data.len() as u64;
-        self.data.clear();
+        // Freed, not kept: a released connection lingers (TIME-WAIT, or
+        // until its peer finishes), and memory kept by thousands of them
+        // was memory every new connection faulted in afresh (10,000 x
+        // 64 KiB bench: +20 % receiver CPU when kept).
+        self.data.free();
         self.boundaries = VecDeque::new();
         self.boundary_bytes = 0;
     }
