@@ -9,10 +9,10 @@
 //! data) and `unreachable` (ICMP). The buffers, RTT estimator, pacer,
 //! timers and path MTU search are types of their own.
 
-mod chunks;
 mod close;
 mod early;
 mod handshake;
+mod in_order;
 mod mtu;
 mod pacer;
 mod path_mtu;

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 
-use super::chunks::Chunks;
+use super::in_order::InOrderBytes;
 use super::send_buffer::message_end_cost;
 use crate::wire::SeqNr;
 
@@ -55,7 +55,7 @@ pub(crate) struct RecvBuffer {
     /// In-order bytes. A held packet's payload waits in a buffer taken from
     /// here and joins it as that buffer: one copy in, one copy out, and no
     /// allocation per packet once the pool is warm.
-    data: Chunks,
+    data: InOrderBytes,
     capacity: usize,
     /// Stream offset of the next byte the application reads.
     read_offset: u64,
@@ -76,7 +76,7 @@ impl RecvBuffer {
             ack_nr,
             held: VecDeque::new(),
             held_bytes: 0,
-            data: Chunks::default(),
+            data: InOrderBytes::default(),
             capacity,
             read_offset: 0,
             boundaries: VecDeque::new(),

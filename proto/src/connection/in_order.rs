@@ -46,14 +46,14 @@ enum Segment {
 
 /// In-order bytes waiting for the application.
 #[derive(Debug, Default)]
-pub(crate) struct Chunks {
+pub(crate) struct InOrderBytes {
     ring: VecDeque<u8>,
     segments: VecDeque<Segment>,
     len: usize,
     spare: Vec<Vec<u8>>,
 }
 
-impl Chunks {
+impl InOrderBytes {
     /// Bytes queued.
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -61,7 +61,7 @@ impl Chunks {
 
     /// An empty buffer for a payload of `len` bytes held out of order: from
     /// the pool for a payload that will join the queue as it is (see
-    /// [`Chunks::append`]), of its own size otherwise, so that tiny
+    /// [`InOrderBytes::append`]), of its own size otherwise, so that tiny
     /// payloads (a peer's 1-byte or empty packets) cannot each pin a whole
     /// buffer.
     pub(crate) fn buffer(&mut self, len: usize) -> Vec<u8> {
@@ -144,7 +144,7 @@ impl Chunks {
 
     /// Drops every byte and frees all memory, the pool's too.
     pub(crate) fn free(&mut self) {
-        *self = Chunks::default();
+        *self = InOrderBytes::default();
     }
 
     /// Whether a held buffer starting at `ptr` is queued (for tests of the
@@ -171,14 +171,14 @@ impl Chunks {
 mod tests {
     use super::*;
 
-    fn drain(c: &mut Chunks) -> Vec<u8> {
+    fn drain(c: &mut InOrderBytes) -> Vec<u8> {
         let mut out = vec![0u8; c.len() + 7];
         let n = c.read(&mut out);
         out.truncate(n);
         out
     }
 
-    fn held(c: &mut Chunks, bytes: &[u8]) -> Vec<u8> {
+    fn held(c: &mut InOrderBytes, bytes: &[u8]) -> Vec<u8> {
         let mut buf = c.buffer(bytes.len());
         buf.extend_from_slice(bytes);
         buf
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn bytes_come_out_in_order_across_segments() {
-        let mut c = Chunks::default();
+        let mut c = InOrderBytes::default();
         let data: Vec<u8> = (0..10_000u32).map(|i| i as u8).collect();
         c.extend(&data[..1400]);
         c.extend(&data[1400..5000]);
@@ -209,7 +209,7 @@ mod tests {
     /// A held packet's buffer joins as it is: no copy, the same memory.
     #[test]
     fn a_held_buffer_joins_without_a_copy() {
-        let mut c = Chunks::default();
+        let mut c = InOrderBytes::default();
         c.extend(&[1; 100]);
         let h = held(&mut c, &[2; 1400]);
         let ptr = h.as_ptr();
@@ -222,7 +222,7 @@ mod tests {
     /// packets cannot each pin a buffer.
     #[test]
     fn tiny_payloads_go_to_the_ring() {
-        let mut c = Chunks::default();
+        let mut c = InOrderBytes::default();
         for i in 0..10_000u32 {
             if i % 2 == 0 {
                 c.extend(&[i as u8]);
@@ -240,7 +240,7 @@ mod tests {
     /// memory within about twice the bytes queued.
     #[test]
     fn memory_stays_within_twice_the_bytes() {
-        let mut c = Chunks::default();
+        let mut c = InOrderBytes::default();
         for _ in 0..1000 {
             let h = held(&mut c, &[0; ADOPT_MIN]);
             c.append(h);
@@ -253,7 +253,7 @@ mod tests {
     /// after the first round nothing new is allocated.
     #[test]
     fn a_steady_stream_reuses_memory() {
-        let mut c = Chunks::default();
+        let mut c = InOrderBytes::default();
         let mut out = vec![0u8; 64 * 1024];
         c.extend(&[0; 64 * 1024]);
         for _ in 0..4 {
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn payloads_larger_than_a_buffer() {
-        let mut c = Chunks::default();
+        let mut c = InOrderBytes::default();
         let big: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
         c.extend(&big);
         let h = held(&mut c, &big);
@@ -289,7 +289,7 @@ mod tests {
 
     #[test]
     fn free_drops_everything() {
-        let mut c = Chunks::default();
+        let mut c = InOrderBytes::default();
         c.extend(&[0; 5000]);
         let h = held(&mut c, &[1; 1400]);
         c.append(h);
