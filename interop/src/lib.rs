@@ -176,25 +176,40 @@ pub async fn assert_echo(
     limit: Duration,
     context: impl FnOnce() -> String,
 ) {
+    if let Err(e) = try_echo(stream, len, limit).await {
+        panic!("echo: {e}; {}", context());
+    }
+}
+
+/// [`assert_echo`] that returns the connection's end instead of panicking:
+/// a reset, or `TimedOut` when the echo is not complete within `limit`.
+/// Bytes that come back different still panic.
+pub async fn try_echo(
+    stream: libp2p_utp::UtpStream,
+    len: usize,
+    limit: Duration,
+) -> std::io::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let data = seeded_bytes(7, len);
     let (mut rd, mut wr) = stream.into_split();
     let sender = {
         let data = data.clone();
         tokio::spawn(async move {
-            wr.write_all(&data).await.unwrap();
-            wr.shutdown().await.unwrap();
-            wr
+            wr.write_all(&data).await?;
+            wr.shutdown().await
         })
     };
     let mut back = Vec::with_capacity(len);
-    tokio::time::timeout(limit, rd.read_to_end(&mut back))
-        .await
-        .unwrap_or_else(|_| panic!("echo in time; {}", context()))
-        .unwrap();
-    sender.await.unwrap();
+    tokio::time::timeout(limit, rd.read_to_end(&mut back)).await.map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("{} of {len} bytes back within {limit:?}", back.len()),
+        )
+    })??;
+    sender.await.map_err(std::io::Error::other)??;
     assert_eq!(back.len(), len);
     assert_eq!(sha256_hex(&back), sha256_hex(&data));
+    Ok(())
 }
 
 /// Lowercase hex sha256 of `data`.
