@@ -30,10 +30,7 @@ fn packet(kind: PacketType, id: u16, seq: u16, ack: u16, payload: &[u8]) -> Vec<
     let mut repr = Repr::new(kind, id, SeqNr(seq), SeqNr(ack));
     repr.wnd_size = 1 << 20;
     repr.payload = payload;
-    let mut buf = vec![0u8; repr.buffer_len()];
-    let n = repr.emit(&mut buf).expect("emit");
-    buf.truncate(n);
-    buf
+    repr.to_vec().expect("emit")
 }
 
 /// Hands the connection a packet from the peer.

@@ -102,6 +102,18 @@ impl<'a> Repr<'a> {
         Ok(end)
     }
 
+    /// The packet as a new buffer of exactly [`Repr::buffer_len`] bytes
+    /// (tests, tools; a sender on the hot path reuses its buffer with
+    /// [`Repr::emit`]).
+    ///
+    /// Fails as [`Repr::emit`] does for a malformed extension record.
+    pub fn to_vec(&self) -> Result<Vec<u8>, Error> {
+        let mut buf = vec![0u8; self.buffer_len()];
+        let n = self.emit(&mut buf)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
     /// Writes header and extension records only, checking that `payload_len`
     /// more bytes fit after them; returns the payload offset. Lets a sender
     /// place the payload itself (for example straight from its send buffer),
